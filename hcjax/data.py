@@ -1,0 +1,315 @@
+"""Data sets: synthetic Gaussian / clustered data, scikit-learn digits, MNIST files.
+
+Every loader returns a :class:`Dataset` of float32 NumPy arrays (rows are
+examples, flattened to [N, D]) split into train and validation parts. Data are
+generated with NumPy from an integer seed, so one root seed fixes them.
+
+Conventions: images are scaled to [0, 1] (``pixel / max``) and not centred; a
+Gaussian decoder with a bias learns the mean. ``standardise=True`` rescales
+every feature to zero mean and unit variance using train statistics only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import struct
+
+import numpy as np
+
+from hcjax._validate import check_finite_array, check_int, check_positive, check_probability
+
+__all__ = [
+    "Dataset",
+    "check_data",
+    "gaussian_spectrum",
+    "clustered",
+    "random_rotation",
+    "load_digits",
+    "read_idx",
+    "load_mnist",
+    "train_val_split",
+    "standardise",
+    "load_dataset",
+    "DATASET_SPECS",
+]
+
+DATASET_SPECS = "synthetic | gaussian | digits | mnist:PATH | fashion_mnist:PATH"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A train/validation split. Shapes: train [N, D], val [M, D], labels [N] / [M] int32 or None."""
+
+    name: str
+    train: np.ndarray
+    val: np.ndarray
+    train_labels: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+    image_shape: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.train.shape[1])
+
+    def covariance(self) -> np.ndarray:
+        """Centred train covariance with the 1/N normaliser, [D, D] float64."""
+        x = self.train.astype(np.float64)
+        xc = x - x.mean(axis=0)
+        return xc.T @ xc / x.shape[0]
+
+    def lambda_max(self) -> float:
+        """Largest eigenvalue of the train covariance (same units as x^2)."""
+        return float(np.linalg.eigvalsh(self.covariance())[-1])
+
+
+def check_data(name: str, x, min_rows: int = 1) -> np.ndarray:
+    """Validate a data matrix [N, D] (finite, non-empty, rank 2) and return it as float32."""
+    if not hasattr(x, "shape"):
+        raise TypeError(f"{name} must be an array of shape [N, D], got {type(x).__name__}.")
+    check_finite_array(name, x, rank=2, what="[N, D]: one row per example")
+    if x.shape[0] < min_rows:
+        raise ValueError(f"{name} has {x.shape[0]} rows; at least {min_rows} are needed.")
+    return np.asarray(x, np.float32)
+
+
+def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
+    """A Haar-random orthogonal matrix [dim, dim]."""
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    return q * np.sign(np.diag(r))
+
+
+def gaussian_spectrum(num_samples: int, eigenvalues, seed: int = 0, rotate: bool = True, mean=None):
+    """Samples of N(mean, Sigma) with eigenvalues ``eigenvalues`` (any order).
+
+    Returns ``(x [N, D] float32, cov [D, D] float64)`` where ``cov`` is the
+    population covariance ``Q diag(eigenvalues) Q^T`` (Q a random rotation if
+    ``rotate``, else the identity).
+    """
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    lam = np.asarray(eigenvalues, np.float64)
+    check_finite_array("eigenvalues", lam, rank=1, what="[D] covariance eigenvalues")
+    if np.any(lam < 0):
+        raise ValueError(f"eigenvalues must be >= 0 (a covariance is PSD), got {lam}.")
+    rng = np.random.default_rng(seed)
+    dim = lam.shape[0]
+    q = random_rotation(dim, rng) if rotate else np.eye(dim)
+    x = (rng.standard_normal((num_samples, dim)) * np.sqrt(lam)) @ q.T
+    if mean is not None:
+        x = x + np.asarray(mean, np.float64)
+    return x.astype(np.float32), (q * lam) @ q.T
+
+
+def clustered(
+    num_samples: int,
+    data_dim: int = 8,
+    num_clusters: int = 4,
+    seed: int = 0,
+    separation: float = 6.0,
+    cluster_std: float = 1.0,
+    weights=None,
+):
+    """Samples of a Gaussian mixture with known labels.
+
+    Cluster means are ``separation / sqrt(2)`` times orthonormal random
+    directions (pairwise distance exactly ``separation`` when
+    ``num_clusters <= data_dim``; random Gaussian directions otherwise); every
+    cluster is isotropic with standard deviation ``cluster_std``.
+
+    Returns ``(x [N, D] float32, labels [N] int32, means [K, D] float64)``.
+    """
+    num_samples = check_int("num_samples", num_samples, minimum=1)
+    data_dim = check_int("data_dim", data_dim, minimum=1)
+    num_clusters = check_int("num_clusters", num_clusters, minimum=1)
+    check_positive("separation", separation)
+    check_positive("cluster_std", cluster_std)
+    rng = np.random.default_rng(seed)
+    if num_clusters <= data_dim:
+        directions = random_rotation(data_dim, rng)[:, :num_clusters].T
+    else:
+        directions = rng.standard_normal((num_clusters, data_dim)) / np.sqrt(data_dim)
+    means = separation / np.sqrt(2.0) * directions
+    if weights is None:
+        w = np.full(num_clusters, 1.0 / num_clusters)
+    else:
+        w = np.asarray(weights, np.float64)
+        if w.shape != (num_clusters,) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"weights must be {num_clusters} non-negative numbers with a positive sum, got {weights}.")
+        w = w / w.sum()
+    labels = rng.choice(num_clusters, size=num_samples, p=w).astype(np.int32)
+    x = means[labels] + cluster_std * rng.standard_normal((num_samples, data_dim))
+    return x.astype(np.float32), labels, means
+
+
+def load_digits():
+    """scikit-learn's 8x8 digits (1797 images, shipped inside scikit-learn).
+
+    Returns ``(x [1797, 64] float32 in [0, 1], labels [1797] int32)``.
+    """
+    try:
+        from sklearn.datasets import load_digits as _sk_load_digits
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the digits dataset needs scikit-learn: pip install 'hcjax[data]'") from exc
+    bunch = _sk_load_digits()
+    return (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int32)
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed), as used by MNIST.
+
+    Raises ValueError on a wrong magic number or a truncated/oversized body.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"IDX file {path!r} does not exist.")
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"IDX file {path!r} could not be read ({exc}); is it truncated or not gzip?") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(
+            f"IDX file {path!r} has a wrong magic number {raw[:4].hex() if len(raw) >= 4 else raw.hex()!r}: "
+            "expected 00 00 <type in 08,09,0b,0c,0d,0e> <ndim>. Is this an MNIST IDX file?"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"IDX file {path!r} is truncated inside its header ({len(raw)} bytes, needs {header}).")
+    shape = struct.unpack(">" + "I" * ndim, raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    body = len(raw) - header
+    if body != expected:
+        raise ValueError(
+            f"IDX file {path!r} is truncated or corrupt: header says shape {shape} ({expected} bytes of data), "
+            f"file holds {body} bytes. Download it again."
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+
+
+_MNIST_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def _find(directory: str, stem: str) -> str:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        p = os.path.join(directory, name)
+        if os.path.isfile(p):
+            return p
+    raise ValueError(f"MNIST directory {directory!r} has no file {stem!r} (or {stem}.gz).")
+
+
+def load_mnist(path: str):
+    """MNIST or Fashion-MNIST from a directory of IDX files or an .npz file.
+
+    The .npz must hold ``x_train, y_train, x_test, y_test`` (the Keras layout).
+    Returns ``(x_train [N, 784], y_train, x_test [M, 784], y_test)`` with pixels
+    scaled to [0, 1].
+    """
+    if os.path.isdir(path):
+        arrays = {k: read_idx(_find(path, stem)) for k, stem in _MNIST_FILES.items()}
+        xs, ys, xt, yt = arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"]
+    elif path.endswith(".npz") and os.path.isfile(path):
+        with np.load(path) as z:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(z.files)
+            if missing:
+                raise ValueError(f"MNIST .npz {path!r} lacks arrays {sorted(missing)}; it holds {z.files}.")
+            xs, ys, xt, yt = z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    else:
+        raise ValueError(f"MNIST path {path!r} must be a directory of IDX files or an existing .npz file.")
+    for name, x, y in (("train", xs, ys), ("test", xt, yt)):
+        if x.ndim != 3 or x.shape[0] != y.shape[0]:
+            raise ValueError(f"MNIST {name} images {x.shape} and labels {y.shape} do not match ([N, 28, 28] and [N]).")
+    scale = 255.0 if xs.max() > 1.0 else 1.0
+    flat = lambda a: (a.reshape(a.shape[0], -1) / scale).astype(np.float32)
+    return flat(xs), ys.astype(np.int32), flat(xt), yt.astype(np.int32)
+
+
+def train_val_split(x, labels=None, val_fraction: float = 0.2, seed: int = 0):
+    """Shuffle and split rows. Returns ``(train, val, train_labels, val_labels)``."""
+    x = check_data("x", x, min_rows=2)
+    check_probability("val_fraction", val_fraction)
+    n_val = int(round(val_fraction * x.shape[0]))
+    if not 0 < n_val < x.shape[0]:
+        raise ValueError(f"val_fraction={val_fraction} leaves {n_val} of {x.shape[0]} rows for validation; "
+                         "both parts need at least one row.")
+    if labels is not None and len(labels) != x.shape[0]:
+        raise ValueError(f"labels has {len(labels)} entries but x has {x.shape[0]} rows.")
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    tr, va = perm[n_val:], perm[:n_val]
+    if labels is None:
+        return x[tr], x[va], None, None
+    labels = np.asarray(labels, np.int32)
+    return x[tr], x[va], labels[tr], labels[va]
+
+
+def standardise(train, val=None, eps: float = 1e-8):
+    """Zero-mean unit-variance features using train statistics.
+
+    Returns ``(train_std, val_std_or_None, mean [D], std [D])``; constant
+    features keep scale 1.
+    """
+    train = check_data("train", train)
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std = np.where(std > eps, std, 1.0)
+    val_out = None if val is None else ((check_data("val", val) - mean) / std).astype(np.float32)
+    return ((train - mean) / std).astype(np.float32), val_out, mean, std
+
+
+def load_dataset(
+    spec: str = "synthetic",
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    num_samples: int = 4000,
+    standardise_features: bool = False,
+    **kwargs,
+) -> Dataset:
+    """Load a data set by name.
+
+    spec:
+      ``synthetic``: clustered GMM data (``clustered(**kwargs)``; default D=8,
+        4 clusters); ``gaussian``: N(0, Sigma) with ``eigenvalues=`` (default
+        ``[5, 3, 2, 1]``); ``digits``: scikit-learn digits; ``mnist:PATH`` /
+        ``fashion_mnist:PATH``: IDX directory or .npz (train part is split
+        into train/validation; the test part is not used here).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a string like {DATASET_SPECS!r}, got {type(spec).__name__}.")
+    labels, image_shape, info, num_classes = None, None, {}, None
+    if spec == "synthetic":
+        opts = dict(data_dim=8, num_clusters=4) | kwargs
+        x, labels, means = clustered(num_samples, seed=seed, **opts)
+        num_classes = opts["num_clusters"]
+        info = {"cluster_means": means.tolist(), **{k: v for k, v in opts.items()}}
+    elif spec == "gaussian":
+        eig = kwargs.pop("eigenvalues", [5.0, 3.0, 2.0, 1.0])
+        x, cov = gaussian_spectrum(num_samples, eig, seed=seed, **kwargs)
+        info = {"eigenvalues": list(map(float, eig)), "population_covariance": cov.tolist()}
+    elif spec == "digits":
+        x, labels = load_digits()
+        image_shape, num_classes = (8, 8, 1), 10
+    elif spec.split(":", 1)[0] in ("mnist", "fashion_mnist"):
+        name, _, path = spec.partition(":")
+        if not path:
+            raise ValueError(f"spec {spec!r} needs a path: '{name}:/path/to/idx_dir_or_file.npz'.")
+        x, labels, _, _ = load_mnist(path)
+        image_shape, num_classes = (28, 28, 1), 10
+    else:
+        raise ValueError(f"unknown dataset spec {spec!r}; expected one of {DATASET_SPECS}.")
+    train, val, ytr, yva = train_val_split(x, labels, val_fraction, seed)
+    if standardise_features:
+        train, val, mean, std = standardise(train, val)
+        info = info | {"standardised": True, "feature_mean": mean.tolist(), "feature_std": std.tolist()}
+    return Dataset(spec.split(":", 1)[0], train, val, ytr, yva, image_shape, num_classes, info)

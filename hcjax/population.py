@@ -1,0 +1,334 @@
+"""A population of VAEs, each with its own prior, trained as one compiled program.
+
+The whole population is one pytree, :class:`PopulationState`, whose every leaf
+has a leading axis P (one row per member). A training round is a single jitted
+function: ``lax.scan`` over T steps of ``jax.vmap`` of one member's step. There
+is no Python loop over members or steps, and per-member hyperparameters
+(learning rate, beta, schedule, s2, whether the prior is learnable) are arrays
+in the state, so changing them never recompiles.
+
+Each step, each member draws its own minibatch (with replacement) from the
+shared training array with its own key, so a member's trajectory depends only
+on its own state: a vmapped population equals P separate single-member runs.
+
+A step whose loss or updated parameters are not finite is skipped for that
+member (parameters and optimizer state stay as they were) and counted in
+``nonfinite_steps``; selection ranks such members last, so one diverging
+member never contaminates the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from hcjax import diagnostics
+from hcjax import objectives as objectives_lib
+from hcjax import priors as priors_lib
+from hcjax._validate import check_int, check_positive
+from hcjax.models import ModelConfig, VAE, make_vae
+
+__all__ = [
+    "History",
+    "PopulationState",
+    "TrainSettings",
+    "as_typed_key",
+    "Trainer",
+    "make_optimizer",
+    "new_history",
+    "population_size",
+    "take",
+    "tree_where",
+]
+
+
+@flax.struct.dataclass
+class History:
+    """A member's lineage, in fixed-size arrays so it lives inside the pytree.
+
+    constraint_ids: [H] int32, ids of the clustering constraints (candidate
+      priors) the member has been trained under, in order; -1 marks empty slots.
+    num_constraints: int32, how many entries of ``constraint_ids`` are used.
+    parent: int32, population slot of the parent at the last reseed (-1: none).
+    age: int32, rounds survived since the member (re)started in its slot.
+    born_round: int32, round at which it was (re)seeded (0 for the initial members).
+    """
+
+    constraint_ids: jax.Array
+    num_constraints: jax.Array
+    parent: jax.Array
+    age: jax.Array
+    born_round: jax.Array
+
+
+def new_history(constraint_id: int | jax.Array, length: int) -> History:
+    """History of a fresh member trained under one constraint."""
+    ids = jnp.full((length,), -1, jnp.int32).at[0].set(jnp.asarray(constraint_id, jnp.int32))
+    zero = jnp.zeros((), jnp.int32)
+    return History(ids, jnp.ones((), jnp.int32), jnp.full((), -1, jnp.int32), zero, zero)
+
+
+@flax.struct.dataclass
+class PopulationState:
+    """Every member's training state; each leaf has a leading axis P.
+
+    params: network parameters ({"encoder", "decoder"}).
+    prior: :class:`hcjax.priors.MixturePrior` ([P, J], [P, J, d], [P, J, d]).
+    log_s2: [P] natural log of the Gaussian decoder variance.
+    opt_state: optax state (learning rate inside, via ``inject_hyperparams``).
+    key: [P, 2] uint32 raw PRNG key data (``jax.random.key_data``).
+    step: [P] int32 steps taken (drives the KL schedule).
+    objective: :class:`hcjax.objectives.ObjectiveParams` per member.
+    history: :class:`History` per member.
+    nonfinite_steps: [P] int32 skipped steps since the member's last reseed.
+    """
+
+    params: dict
+    prior: priors_lib.MixturePrior
+    log_s2: jax.Array
+    opt_state: optax.OptState
+    key: jax.Array
+    step: jax.Array
+    objective: objectives_lib.ObjectiveParams
+    history: History
+    nonfinite_steps: jax.Array
+
+    @property
+    def learning_rate(self) -> jax.Array:
+        return self.opt_state.hyperparams["learning_rate"]
+
+
+def as_typed_key(key: jax.Array) -> jax.Array:
+    """Accept a typed key (``jax.random.key``) or raw uint32 key data (``PRNGKey``)."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
+
+
+def population_size(state: PopulationState) -> int:
+    return int(state.step.shape[0])
+
+
+def take(state, index):
+    """Member(s) ``index`` of a stacked pytree (int -> one member, array -> sub-population)."""
+    return jax.tree.map(lambda x: x[index], state)
+
+
+def tree_where(mask: jax.Array, on_true, on_false):
+    """Leafwise ``where`` with ``mask`` broadcast from the left (mask [P] selects whole members)."""
+
+    def pick(a, b):
+        m = jnp.reshape(mask, mask.shape + (1,) * (a.ndim - mask.ndim))
+        return jnp.where(m, a, b)
+
+    return jax.tree.map(pick, on_true, on_false)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Static settings of a population trainer (changing them recompiles).
+
+    batch_size: minibatch size per member per step.
+    num_samples: reparameterised samples per example.
+    grad_clip: global-norm gradient clipping (<= 0 disables).
+    with_alignment, with_latent_recon: compute the optional loss terms.
+    eval_kl_samples, eval_is_samples: Monte Carlo sizes of the evaluation.
+    """
+
+    batch_size: int = 128
+    num_samples: int = 1
+    grad_clip: float = 10.0
+    with_alignment: bool = False
+    with_latent_recon: bool = False
+    eval_kl_samples: int = 16
+    eval_is_samples: int = 32
+
+    def __post_init__(self):
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("num_samples", self.num_samples, minimum=1)
+        check_int("eval_kl_samples", self.eval_kl_samples, minimum=1)
+        check_int("eval_is_samples", self.eval_is_samples, minimum=1)
+
+    @property
+    def loss(self) -> objectives_lib.LossSettings:
+        return objectives_lib.LossSettings(self.num_samples, self.with_alignment, self.with_latent_recon)
+
+
+def make_optimizer(grad_clip: float, learning_rate=1e-3) -> optax.GradientTransformation:
+    """Adam (with optional global-norm clipping) whose learning rate lives in its state."""
+
+    def build(learning_rate):
+        adam = optax.adam(learning_rate)
+        return optax.chain(optax.clip_by_global_norm(grad_clip), adam) if grad_clip > 0 else adam
+
+    return optax.inject_hyperparams(build)(learning_rate=learning_rate)
+
+
+class Trainer:
+    """Compiled population functions for one model and one set of static settings.
+
+    Attributes (all jitted): ``init``, ``train_round``, ``evaluate``,
+    ``latent_means``. Keep one Trainer per configuration: each instance owns
+    its compilation cache.
+
+    Args:
+      model: the :class:`hcjax.models.ModelConfig`.
+      settings: :class:`TrainSettings`.
+      max_traces: if set, ``train_round`` raises when traced more often than
+        this (``chex.assert_max_traces``); use 1 to catch silent recompiles.
+    """
+
+    def __init__(self, model: ModelConfig, settings: TrainSettings = TrainSettings(), max_traces: int | None = None):
+        if not isinstance(model, ModelConfig):
+            raise TypeError(f"model must be a ModelConfig, got {type(model).__name__}.")
+        if not isinstance(settings, TrainSettings):
+            raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}.")
+        self.model = model
+        self.settings = settings
+        self.vae: VAE = make_vae(model)
+        self.optimizer = make_optimizer(settings.grad_clip)
+        round_fn: Callable = self._train_round
+        if max_traces is not None:
+            round_fn = chex.assert_max_traces(round_fn, n=max_traces)
+        self.train_round = jax.jit(round_fn, static_argnames=("num_steps",))
+        self.init = jax.jit(self._init)
+        self.evaluate = jax.jit(self._evaluate)
+        self.latent_means = jax.jit(self._latent_means)
+
+    # ---- initialisation -------------------------------------------------
+    def _init_member(self, key, prior, objective, learning_rate, log_s2, history):
+        k_net, k_train = jax.random.split(key)
+        params = self.vae.init(k_net)
+        trainable = {"params": params, "prior": prior, "log_s2": log_s2}
+        opt_state = make_optimizer(self.settings.grad_clip, learning_rate).init(trainable)
+        return PopulationState(
+            params=params, prior=prior, log_s2=log_s2, opt_state=opt_state,
+            key=jax.random.key_data(k_train), step=jnp.zeros((), jnp.int32), objective=objective,
+            history=history, nonfinite_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def _init(self, keys, priors, objective, learning_rate, log_s2, history):
+        return jax.vmap(self._init_member)(keys, priors, objective, learning_rate, log_s2, history)
+
+    def init_population(
+        self,
+        key: jax.Array,
+        priors: priors_lib.MixturePrior,
+        objective: objectives_lib.ObjectiveParams,
+        learning_rate,
+        decoder_variance,
+        constraint_ids=None,
+        history_length: int = 8,
+    ) -> PopulationState:
+        """A fresh population of P members.
+
+        Args:
+          key: root PRNG key; member i uses ``split(key, P)[i]``.
+          priors: stacked priors, leading axis P (see :func:`hcjax.priors.stack`).
+          objective: stacked :class:`ObjectiveParams` [P] (or one, broadcast).
+          learning_rate: scalar or [P]. decoder_variance: s2, scalar or [P] (> 0).
+          constraint_ids: [P] int ids of each member's first constraint
+            (default 0..P-1). history_length: H, slots in each history.
+        """
+        if priors.logits.ndim != 2:
+            raise ValueError(f"priors must be stacked with a leading population axis (logits [P, J]); "
+                             f"got logits of shape {priors.logits.shape}. Use hcjax.priors.stack.")
+        p = priors.logits.shape[0]
+        if priors.means.shape[-1] != self.model.latent_dim:
+            raise ValueError(f"priors have latent dimension {priors.means.shape[-1]} but the model has "
+                             f"latent_dim={self.model.latent_dim}.")
+        check_positive("learning_rate", learning_rate)
+        check_positive("decoder_variance", decoder_variance, "s2 is a variance; give e.g. 4 * lambda_max.")
+        check_int("history_length", history_length, minimum=1)
+        vec = lambda v, dtype=jnp.float32: jnp.broadcast_to(jnp.asarray(v, dtype), (p,))
+        if objective.beta.ndim == 0:
+            objective = jax.tree.map(lambda a: jnp.broadcast_to(a, (p,)), objective)
+        ids = jnp.arange(p, dtype=jnp.int32) if constraint_ids is None else vec(constraint_ids, jnp.int32)
+        history = jax.vmap(lambda i: new_history(i, history_length))(ids)
+        keys = jax.random.split(as_typed_key(key), p)
+        return self.init(keys, priors, objective, vec(learning_rate), jnp.log(vec(decoder_variance)), history)
+
+    # ---- training -------------------------------------------------------
+    def _member_step(self, member: PopulationState, data: jax.Array, ctx: objectives_lib.TrainingContext):
+        key = jax.random.wrap_key_data(member.key)
+        key, k_batch, k_loss = jax.random.split(key, 3)
+        idx = jax.random.randint(k_batch, (self.settings.batch_size,), 0, data.shape[0])
+        x = data[idx]
+        teacher_rows = ctx.teacher[idx] if self.settings.with_alignment else None
+        obj = member.objective
+        trainable = {"params": member.params, "prior": member.prior, "log_s2": member.log_s2}
+
+        (loss, aux), grads = jax.value_and_grad(objectives_lib.member_loss, has_aux=True)(
+            trainable, self.vae, obj, member.step, x, k_loss, self.settings.loss, teacher_rows, ctx.witness)
+        grads = {
+            "params": grads["params"],
+            "prior": jax.tree.map(lambda g: g * obj.learn_prior, grads["prior"]),
+            "log_s2": grads["log_s2"] * obj.learn_s2,
+        }
+        updates, opt_state = self.optimizer.update(grads, member.opt_state, trainable)
+        new = optax.apply_updates(trainable, updates)
+        new["prior"] = tree_where(obj.learn_prior, new["prior"], member.prior)
+        new["log_s2"] = jnp.where(obj.learn_s2, new["log_s2"], member.log_s2)
+
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(new)]))
+        new = tree_where(finite, new, trainable)
+        opt_state = tree_where(finite, opt_state, member.opt_state)
+        member = member.replace(
+            params=new["params"], prior=new["prior"], log_s2=new["log_s2"], opt_state=opt_state,
+            key=jax.random.key_data(key), step=member.step + 1,
+            nonfinite_steps=member.nonfinite_steps + (~finite).astype(jnp.int32),
+        )
+        return member, aux
+
+    def _train_round(self, state: PopulationState, data: jax.Array, ctx: objectives_lib.TrainingContext,
+                     num_steps: int):
+        step = jax.vmap(self._member_step, in_axes=(0, None, None))
+
+        def body(carry, _):
+            return step(carry, data, ctx)
+
+        return jax.lax.scan(body, state, None, length=num_steps)
+
+    def train(self, state: PopulationState, data, num_steps: int, ctx: objectives_lib.TrainingContext | None = None):
+        """Run ``num_steps`` steps of every member (one compiled call).
+
+        Args:
+          state: the population. data: [N, D] training rows shared by all
+          members. ctx: teacher/witness for the alignment term.
+        Returns:
+          (new state, :class:`hcjax.objectives.LossAux` with leaves [T, P]).
+        """
+        num_steps = check_int("num_steps", num_steps, minimum=1)
+        if data.ndim != 2 or data.shape[1] != self.model.data_dim:
+            raise ValueError(f"data must have shape [N, {self.model.data_dim}] to match the model's data_dim, "
+                             f"got {tuple(data.shape)}.")
+        if self.settings.with_alignment and (ctx is None or ctx.teacher is None or ctx.witness is None):
+            raise ValueError("settings.with_alignment=True needs ctx=TrainingContext(teacher=[N, K], witness=...).")
+        if ctx is not None and ctx.teacher is not None and ctx.teacher.shape[0] != data.shape[0]:
+            raise ValueError(f"ctx.teacher has {ctx.teacher.shape[0]} rows but data has {data.shape[0]}; "
+                             "the teacher gives one row per training example.")
+        return self.train_round(state, data, ctx if ctx is not None else objectives_lib.TrainingContext(),
+                                num_steps=num_steps)
+
+    # ---- evaluation -----------------------------------------------------
+    def _evaluate(self, state: PopulationState, x: jax.Array, key: jax.Array) -> diagnostics.CollapseReport:
+        keys = jax.random.split(key, state.step.shape[0])
+        s = self.settings
+
+        def one(params, prior, log_s2, analytic, k):
+            return diagnostics.collapse_report(
+                self.vae, params, prior, x, k, log_s2=log_s2, analytic_kl=analytic,
+                num_kl_samples=s.eval_kl_samples, num_is_samples=s.eval_is_samples)
+
+        return jax.vmap(one)(state.params, state.prior, state.log_s2, state.objective.analytic_kl, keys)
+
+    def _latent_means(self, state: PopulationState, x: jax.Array) -> jax.Array:
+        """Encoder means of every member on ``x`` [N, D] -> [P, N, d]."""
+        return jax.vmap(lambda p: self.vae.encode(p, x)[0])(state.params)
