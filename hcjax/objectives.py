@@ -1,6 +1,6 @@
 """The training objective of one population member, as a pure function.
 
-``loss = -mean_x E_q[log p(x|z)] + beta_t * KL_term
+``loss = -mean_x E_q[log p(x|z)] + beta_t * KL_term + constraint_weight * constraint
          + align_weight * alignment + latent_recon_weight * latent_recon``
 
 * ``beta_t`` follows the member's schedule (:mod:`hcjax.schedules`).
@@ -11,6 +11,12 @@
   ``max(lambda * d, mean_batch KL)``.
 * ``alignment`` (optional, needs a teacher): the mean KL(T(.|x) || S(mu(x)))
   of the fixed simplex witness head (:mod:`hcjax.certificates`).
+* ``constraint`` (optional, HCT): the clustering-constraint term. A member
+  trained under a clustering constraint (a GMM prior plus an assignment of
+  every training row to one of its components) pays the cross-entropy
+  ``-log p(k(x) | mu(x))`` of its prior's component posterior at the encoder
+  mean, so the encoder lays the data out as the clustering says. This is
+  hcjax's own design choice for HCT (see :mod:`hcjax.hct`).
 * ``latent_recon`` (optional): this project's reading of the latent
   reconstruction loss of arXiv 2508.12530, ``E || mu_enc(dec(z)) - z ||^2``
   with z a posterior sample, the posterior mean, or a prior sample.
@@ -56,7 +62,8 @@ class ObjectiveParams:
     cycle_ratio: cyclical annealing. free_bits: lambda in nats per dimension
     (0 = off). learn_prior / learn_s2: bool, whether the prior / decoder
     variance are trained. analytic_kl: bool, the prior is one Gaussian (use the
-    exact KL). align_weight: alpha for the witness alignment term.
+    exact KL). constraint_weight: weight of the clustering-constraint term.
+    align_weight: alpha for the witness alignment term.
     latent_recon_weight, latent_recon_source: LR loss weight and the source of z.
     """
 
@@ -71,6 +78,7 @@ class ObjectiveParams:
     learn_prior: jax.Array
     learn_s2: jax.Array
     analytic_kl: jax.Array
+    constraint_weight: jax.Array
     align_weight: jax.Array
     latent_recon_weight: jax.Array
     latent_recon_source: jax.Array
@@ -88,6 +96,7 @@ def objective_params(
     learn_prior: bool = False,
     learn_s2: bool = False,
     analytic_kl: bool = False,
+    constraint_weight: float = 0.0,
     align_weight: float = 0.0,
     latent_recon_weight: float = 0.0,
     latent_recon_source: str = "posterior_sample",
@@ -102,6 +111,7 @@ def objective_params(
     check_int("num_cycles", num_cycles, minimum=1)
     check_positive("cycle_ratio", cycle_ratio)
     check_nonnegative("free_bits", free_bits)
+    check_nonnegative("constraint_weight", constraint_weight)
     check_nonnegative("align_weight", align_weight)
     check_nonnegative("latent_recon_weight", latent_recon_weight)
     if latent_recon_source not in LATENT_RECON_SOURCES:
@@ -119,6 +129,7 @@ def objective_params(
         learn_prior=jnp.asarray(learn_prior, bool),
         learn_s2=jnp.asarray(learn_s2, bool),
         analytic_kl=jnp.asarray(analytic_kl, bool),
+        constraint_weight=f32(constraint_weight),
         align_weight=f32(align_weight),
         latent_recon_weight=f32(latent_recon_weight),
         latent_recon_source=jnp.asarray(LATENT_RECON_SOURCES[latent_recon_source], jnp.int32),
@@ -130,11 +141,13 @@ class LossSettings:
     """Static (compile-time) loss settings shared by the whole population.
 
     num_samples: reparameterised samples per example (S).
+    with_constraint: compute the clustering-constraint term (needs labels).
     with_alignment: compute the witness alignment term (needs a teacher).
     with_latent_recon: compute the latent reconstruction term.
     """
 
     num_samples: int = 1
+    with_constraint: bool = False
     with_alignment: bool = False
     with_latent_recon: bool = False
 
@@ -162,6 +175,7 @@ class LossAux:
     reconstruction: jax.Array
     kl: jax.Array
     beta: jax.Array
+    constraint: jax.Array
     alignment: jax.Array
     latent_recon: jax.Array
 
@@ -185,6 +199,7 @@ def member_loss(
     settings: LossSettings,
     teacher_rows: jax.Array | None = None,
     witness=None,
+    constraint_labels: jax.Array | None = None,
 ) -> tuple[jax.Array, LossAux]:
     """Loss of one member on a batch.
 
@@ -195,6 +210,8 @@ def member_loss(
       step: 0-based step counter (int32 scalar) for the schedule.
       x: [B, D] batch. key: PRNG key.
       teacher_rows: [B, K] teacher rows of the batch (alignment only).
+      constraint_labels: [B] int component index of each batch row under the
+        member's clustering constraint (constraint term only).
     Returns:
       (scalar loss, :class:`LossAux`).
     """
@@ -210,6 +227,12 @@ def member_loss(
                                  obj.total_steps, obj.num_cycles, obj.cycle_ratio)
     recon = jnp.mean(terms.reconstruction)
     loss = -recon + beta_t * _kl_term(terms.kl, terms.kl_per_dim, obj)
+
+    constraint = jnp.zeros((), jnp.float32)
+    if settings.with_constraint:
+        log_post = jax.nn.log_softmax(priors_lib.component_log_probs(prior, mu), axis=-1)  # [B, J]
+        constraint = -jnp.mean(jnp.take_along_axis(log_post, constraint_labels[:, None], axis=-1))
+        loss = loss + obj.constraint_weight * constraint
 
     alignment = jnp.zeros((), jnp.float32)
     if settings.with_alignment:
@@ -232,6 +255,6 @@ def member_loss(
         latent_recon = jnp.mean(jnp.sum((mu_back - z) ** 2, axis=-1))
         loss = loss + obj.latent_recon_weight * latent_recon
 
-    aux = LossAux(loss=loss, reconstruction=recon, kl=jnp.mean(terms.kl), beta=beta_t,
+    aux = LossAux(loss=loss, reconstruction=recon, kl=jnp.mean(terms.kl), beta=beta_t, constraint=constraint,
                   alignment=alignment, latent_recon=latent_recon)
     return loss, aux

@@ -26,6 +26,7 @@ import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from hcjax import diagnostics
@@ -87,6 +88,9 @@ class PopulationState:
     objective: :class:`hcjax.objectives.ObjectiveParams` per member.
     history: :class:`History` per member.
     nonfinite_steps: [P] int32 skipped steps since the member's last reseed.
+    labels: [P, N] int32 component index of every training row under the
+      member's clustering constraint (HCT), or None when no member uses the
+      constraint term.
     """
 
     params: dict
@@ -98,6 +102,7 @@ class PopulationState:
     objective: objectives_lib.ObjectiveParams
     history: History
     nonfinite_steps: jax.Array
+    labels: jax.Array | None = None
 
     @property
     def learning_rate(self) -> jax.Array:
@@ -137,13 +142,15 @@ class TrainSettings:
     batch_size: minibatch size per member per step.
     num_samples: reparameterised samples per example.
     grad_clip: global-norm gradient clipping (<= 0 disables).
-    with_alignment, with_latent_recon: compute the optional loss terms.
+    with_constraint, with_alignment, with_latent_recon: compute the optional
+      loss terms (each costs compute for every member when on).
     eval_kl_samples, eval_is_samples: Monte Carlo sizes of the evaluation.
     """
 
     batch_size: int = 128
     num_samples: int = 1
     grad_clip: float = 10.0
+    with_constraint: bool = False
     with_alignment: bool = False
     with_latent_recon: bool = False
     eval_kl_samples: int = 16
@@ -157,7 +164,8 @@ class TrainSettings:
 
     @property
     def loss(self) -> objectives_lib.LossSettings:
-        return objectives_lib.LossSettings(self.num_samples, self.with_alignment, self.with_latent_recon)
+        return objectives_lib.LossSettings(self.num_samples, self.with_constraint, self.with_alignment,
+                                           self.with_latent_recon)
 
 
 def make_optimizer(grad_clip: float, learning_rate=1e-3) -> optax.GradientTransformation:
@@ -202,7 +210,7 @@ class Trainer:
         self.latent_means = jax.jit(self._latent_means)
 
     # ---- initialisation -------------------------------------------------
-    def _init_member(self, key, prior, objective, learning_rate, log_s2, history):
+    def _init_member(self, key, prior, objective, learning_rate, log_s2, history, labels):
         k_net, k_train = jax.random.split(key)
         params = self.vae.init(k_net)
         trainable = {"params": params, "prior": prior, "log_s2": log_s2}
@@ -210,11 +218,11 @@ class Trainer:
         return PopulationState(
             params=params, prior=prior, log_s2=log_s2, opt_state=opt_state,
             key=jax.random.key_data(k_train), step=jnp.zeros((), jnp.int32), objective=objective,
-            history=history, nonfinite_steps=jnp.zeros((), jnp.int32),
+            history=history, nonfinite_steps=jnp.zeros((), jnp.int32), labels=labels,
         )
 
-    def _init(self, keys, priors, objective, learning_rate, log_s2, history):
-        return jax.vmap(self._init_member)(keys, priors, objective, learning_rate, log_s2, history)
+    def _init(self, keys, priors, objective, learning_rate, log_s2, history, labels):
+        return jax.vmap(self._init_member)(keys, priors, objective, learning_rate, log_s2, history, labels)
 
     def init_population(
         self,
@@ -225,6 +233,7 @@ class Trainer:
         decoder_variance,
         constraint_ids=None,
         history_length: int = 8,
+        labels=None,
     ) -> PopulationState:
         """A fresh population of P members.
 
@@ -235,6 +244,8 @@ class Trainer:
           learning_rate: scalar or [P]. decoder_variance: s2, scalar or [P] (> 0).
           constraint_ids: [P] int ids of each member's first constraint
             (default 0..P-1). history_length: H, slots in each history.
+          labels: [P, N] int component index of every training row under each
+            member's clustering constraint (required by ``with_constraint``).
         """
         if priors.logits.ndim != 2:
             raise ValueError(f"priors must be stacked with a leading population axis (logits [P, J]); "
@@ -251,8 +262,16 @@ class Trainer:
             objective = jax.tree.map(lambda a: jnp.broadcast_to(a, (p,)), objective)
         ids = jnp.arange(p, dtype=jnp.int32) if constraint_ids is None else vec(constraint_ids, jnp.int32)
         history = jax.vmap(lambda i: new_history(i, history_length))(ids)
+        if self.settings.with_constraint:
+            if labels is None or np.ndim(labels) != 2 or np.shape(labels)[0] != p:
+                raise ValueError(f"settings.with_constraint=True needs labels of shape [P={p}, N] (component index of "
+                                 f"every training row), got {None if labels is None else np.shape(labels)}.")
+            labels = jnp.asarray(labels, jnp.int32)
+        else:
+            labels = None
         keys = jax.random.split(as_typed_key(key), p)
-        return self.init(keys, priors, objective, vec(learning_rate), jnp.log(vec(decoder_variance)), history)
+        return self.init(keys, priors, objective, vec(learning_rate), jnp.log(vec(decoder_variance)), history,
+                         labels)
 
     # ---- training -------------------------------------------------------
     def _member_step(self, member: PopulationState, data: jax.Array, ctx: objectives_lib.TrainingContext):
@@ -261,11 +280,12 @@ class Trainer:
         idx = jax.random.randint(k_batch, (self.settings.batch_size,), 0, data.shape[0])
         x = data[idx]
         teacher_rows = ctx.teacher[idx] if self.settings.with_alignment else None
+        labels = member.labels[idx] if self.settings.with_constraint else None
         obj = member.objective
         trainable = {"params": member.params, "prior": member.prior, "log_s2": member.log_s2}
 
         (loss, aux), grads = jax.value_and_grad(objectives_lib.member_loss, has_aux=True)(
-            trainable, self.vae, obj, member.step, x, k_loss, self.settings.loss, teacher_rows, ctx.witness)
+            trainable, self.vae, obj, member.step, x, k_loss, self.settings.loss, teacher_rows, ctx.witness, labels)
         grads = {
             "params": grads["params"],
             "prior": jax.tree.map(lambda g: g * obj.learn_prior, grads["prior"]),
@@ -311,6 +331,9 @@ class Trainer:
                              f"got {tuple(data.shape)}.")
         if self.settings.with_alignment and (ctx is None or ctx.teacher is None or ctx.witness is None):
             raise ValueError("settings.with_alignment=True needs ctx=TrainingContext(teacher=[N, K], witness=...).")
+        if self.settings.with_constraint and state.labels.shape[-1] != data.shape[0]:
+            raise ValueError(f"state.labels cover {state.labels.shape[-1]} training rows but data has {data.shape[0]}; "
+                             "constraint labels give one component index per training row.")
         if ctx is not None and ctx.teacher is not None and ctx.teacher.shape[0] != data.shape[0]:
             raise ValueError(f"ctx.teacher has {ctx.teacher.shape[0]} rows but data has {data.shape[0]}; "
                              "the teacher gives one row per training example.")

@@ -1,0 +1,215 @@
+"""``hcjax train``: the main job.
+
+Runs Historical Consensus Training on a data set, with a vanilla VAE
+population trained in lockstep on the same budget, prints a per-round table
+and a side-by-side comparison, and writes into ``--out``:
+
+* ``config.json``: the full :class:`hcjax.hct.HCTConfig`;
+* ``metrics.jsonl``: one JSON record per unit (round or final-phase chunk);
+* ``summary.json``: the whole result (per-round metrics, lineage, final and
+  vanilla reports, summary per objective);
+* ``final_model/``: the consensus model after the single-objective phase;
+* ``figures/``: fitness/MI/active units per round, lineage, latent scatter;
+* ``checkpoints/``: atomic orbax checkpoints (``--resume`` continues from them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from hcjax.hct import FINAL_OBJECTIVES, HCTConfig
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
+
+
+def _objectives(text: str) -> tuple[str, ...]:
+    out = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [o for o in out if o not in FINAL_OBJECTIVES]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"final objectives must be among {FINAL_OBJECTIVES}, got {text!r}")
+    return out
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    d = HCTConfig()
+    p.add_argument("--config", help="JSON file with HCTConfig options (command-line flags override it)")
+    p.add_argument("--dataset", default=None, help=f"synthetic | gaussian | digits | mnist:PATH | fashion_mnist:PATH "
+                                                     f"(default {d.dataset})")
+    p.add_argument("--out", default="runs/hct", help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--seed", type=int, help=f"root seed (default {d.seed})")
+    p.add_argument("--population-size", "-P", type=int, dest="population_size", help=f"P (default {d.population_size})")
+    p.add_argument("--rounds", "-R", type=int, help=f"R (default {d.rounds})")
+    p.add_argument("--steps-per-round", "-T", type=int, dest="steps_per_round", help=f"T (default {d.steps_per_round})")
+    p.add_argument("--final-steps", type=int, dest="final_steps", help=f"single-objective steps (default {d.final_steps})")
+    p.add_argument("--prune", "-K", type=int, dest="num_pruned", help=f"members pruned per round (default {d.num_pruned})")
+    s2 = p.add_mutually_exclusive_group()
+    s2.add_argument("--s2", type=float, dest="decoder_variance", help="decoder variance s2 (absolute)")
+    s2.add_argument("--s2-scale", type=float, dest="decoder_variance_scale",
+                    help=f"s2 as a multiple of lambda_max of the data covariance (default {d.decoder_variance_scale})")
+    p.add_argument("--beta", type=float, help=f"KL weight (default {d.beta})")
+    p.add_argument("--latent-dim", type=int, dest="latent_dim", help=f"d (default {d.latent_dim})")
+    p.add_argument("--model", choices=("mlp", "linear", "conv"), help=f"network family (default {d.model})")
+    p.add_argument("--hidden", type=_ints, help="hidden widths, e.g. 64,64")
+    p.add_argument("--components", type=int, dest="num_components", help=f"max GMM components J (default {d.num_components})")
+    p.add_argument("--fitness", choices=("elbo", "margin", "consensus", "weighted"))
+    p.add_argument("--parent-selection", dest="parent_selection", choices=("best", "rank", "tournament", "proportional"))
+    p.add_argument("--reseed-source", dest="reseed_source", choices=("refit", "pool"))
+    p.add_argument("--final-objectives", type=_objectives, dest="final_objectives",
+                   help="comma list of fixed, learnable, standard_normal (default fixed)")
+    p.add_argument("--constraint-weight", type=float, dest="constraint_weight")
+    p.add_argument("--learning-rate", type=float, dest="learning_rate")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--devices", type=int, help="number of local devices to shard the population over (default all)")
+    p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
+    p.add_argument("--no-vanilla", action="store_false", dest="compare_vanilla", default=None,
+                   help="skip the vanilla VAE baseline")
+    p.add_argument("--no-figures", action="store_true", help="do not write figures (no matplotlib needed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
+
+
+def build_config(args: argparse.Namespace) -> HCTConfig:
+    base = HCTConfig.load_json(args.config).to_dict() if args.config else HCTConfig().to_dict()
+    for field in dataclasses.fields(HCTConfig):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            base[field.name] = value
+    if getattr(args, "decoder_variance_scale", None) is not None:
+        base["decoder_variance"] = None
+    return HCTConfig.from_dict(base)
+
+
+class _Progress:
+    """A one-line progress bar over units plus a per-round table, on stderr/stdout."""
+
+    def __init__(self, total_rounds: int, quiet: bool):
+        self.quiet = quiet
+        self.start = time.time()
+        self.header_done = False
+
+    def __call__(self, event: dict) -> None:
+        if self.quiet:
+            return
+        unit, total, rec = event["unit"], event["total"], event["record"]
+        sys.stderr.write("\r" + " " * 60 + "\r")  # clear the bar before printing a table row
+        sys.stderr.flush()
+        if event["phase"] == "rounds":
+            if not self.header_done:
+                print("round  fitness(best/median)   active units   MI nats (min/med/max)   KL (med)  collapsed  "
+                      "non-finite  pruned->parents", flush=True)
+                self.header_done = True
+            f = np.asarray(rec["fitness"])
+            mi = np.asarray(rec["mutual_info"])
+            sel = rec.get("selection")
+            move = " ".join(f"{a}<-{b}" for a, b in zip(sel["pruned"], sel["parents"])) if sel else \
+                f"consensus: member {rec.get('consensus_member')}"
+            print(f"{rec['round']:5d}  {np.max(f):9.3f}/{np.median(f):9.3f}  "
+                  f"{' '.join(map(str, rec['active_units'])):>13}   "
+                  f"{mi.min():6.3f}/{np.median(mi):6.3f}/{mi.max():6.3f}   {np.median(rec['kl']):7.3f}  "
+                  f"{sum(rec['collapsed']):9d}  {sum(n > 0 for n in rec['nonfinite_steps']):10d}  {move}", flush=True)
+        width = 24
+        filled = int(width * unit / total)
+        end = "\n" if unit == total else ""
+        sys.stderr.write(f"[{'#' * filled}{'.' * (width - filled)}] {unit}/{total} units ({event['phase']}) "
+                         f"{time.time() - self.start:6.1f}s{end}")
+        sys.stderr.flush()
+
+
+def comparison_table(result) -> str:
+    """Vanilla vs HCT (per single objective), side by side."""
+    summary = result.final_summary()
+    rows = [("vanilla VAE", summary.get("vanilla"))] + [(f"HCT, then {k}", v) for k, v in summary.items()
+                                                         if k != "vanilla"]
+    head = f"{'model':<28}{'active units':>14}{'MI (nats)':>12}{'KL (nats)':>12}{'ELBO':>12}{'margin':>10}  n"
+    lines = [head, "-" * len(head)]
+    for name, s in rows:
+        if not s:
+            continue
+        get = lambda k: s[k]["mean"] if k in s else float("nan")
+        lines.append(f"{name:<28}{get('active_units'):>14.2f}{get('mutual_info'):>12.3f}{get('kl'):>12.3f}"
+                     f"{get('elbo'):>12.3f}{get('margin'):>10.3f}  {s['mutual_info']['n']}")
+    return "\n".join(lines)
+
+
+def write_figures(result, out_dir: str) -> list[str]:
+    import jax
+
+    from hcjax import data as data_lib, plotting
+    from hcjax.models import make_vae
+    from hcjax.population import take
+
+    fig_dir = os.path.join(out_dir, "figures")
+    paths = [plotting.plot_rounds(result, os.path.join(fig_dir, "rounds.png")),
+             plotting.plot_lineage(result, os.path.join(fig_dir, "lineage.png"))]
+    c = result.config
+    kwargs = {"num_samples": c.num_samples} if c.dataset in ("synthetic", "gaussian") else {}
+    ds = data_lib.load_dataset(c.dataset, seed=c.seed, val_fraction=c.val_fraction,
+                               standardise_features=c.standardise, **kwargs)
+    vae = make_vae(result.model_config)
+    x = ds.val[: c.eval_points]
+    latents = {}
+    for slot in result.final[:1]:
+        member = take(result.final_state, slot["slot"])
+        latents[f"HCT then {slot['objective']}"] = vae.encode(member.params, x)[0]
+    if result.vanilla_state is not None:
+        latents["vanilla VAE (member 0)"] = vae.encode(take(result.vanilla_state, 0).params, x)[0]
+    colours = ds.val_labels[: c.eval_points] if ds.val_labels is not None else None
+    paths.append(plotting.plot_latents(jax.device_get(latents), colours, os.path.join(fig_dir, "latents.png"),
+                                       "encoder means on held-out data, coloured by true cluster/class"))
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from hcjax.checkpoint import CheckpointError
+    from hcjax.hct import run_hct, save_final_model
+
+    try:
+        config = build_config(args).validate()
+    except (ValueError, TypeError) as exc:
+        print(f"hcjax train: error: {exc}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    config.save_json(os.path.join(args.out, "config.json"))
+    if not args.quiet:
+        s2 = f"{config.decoder_variance}" if config.decoder_variance is not None else \
+            f"{config.decoder_variance_scale} x lambda_max"
+        print(f"hcjax train: dataset={config.dataset} P={config.population_size} R={config.rounds} "
+              f"T={config.steps_per_round} final={config.final_steps} s2={s2} beta={config.beta} -> {args.out}",
+              flush=True)
+    try:
+        result = run_hct(config, out_dir=args.out, resume=args.resume,
+                         progress=_Progress(config.rounds, args.quiet))
+    except (ValueError, TypeError, CheckpointError) as exc:
+        print(f"hcjax train: error: {exc}", file=sys.stderr)
+        return 2
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(result.to_json(), f, indent=1)
+    if result.final:
+        save_final_model(result, os.path.join(args.out, "final_model"))
+    if not args.quiet:
+        print(f"\nlambda_max = {result.lambda_max:.4g}, s2 = {result.decoder_variance:.4g} "
+              f"({result.decoder_variance / result.lambda_max:.3g} x lambda_max), beta = {config.beta}; "
+              f"consensus member {result.consensus_member}, constraints {result.consensus_history}")
+        print(comparison_table(result))
+    if not args.no_figures and result.final:
+        try:
+            paths = write_figures(result, args.out)
+            if not args.quiet:
+                print("figures: " + ", ".join(paths))
+        except ImportError as exc:
+            print(f"hcjax train: figures skipped ({exc})", file=sys.stderr)
+    if not args.quiet:
+        print(f"done in {result.elapsed_seconds:.1f}s; results in {args.out}/summary.json and metrics.jsonl")
+    return 0
