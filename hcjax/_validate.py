@@ -49,6 +49,9 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
 
 
 def _check_real(name: str, value: Any) -> None:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                                for v in value):
+        return
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray, jax.Array, np.number)):
         raise TypeError(f"{name} must be a real number or array, got {_show(value)} of type {type(value).__name__}.")
 

@@ -1,0 +1,66 @@
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hcjax import objectives, population as pop, priors
+from hcjax.checkpoint import Checkpointer, CheckpointError, config_differences
+from hcjax.models import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def state():
+    trainer = pop.Trainer(ModelConfig(kind="mlp", data_dim=3, latent_dim=2, hidden=(4,)),
+                          pop.TrainSettings(batch_size=4))
+    s = trainer.init_population(jax.random.key(0), priors.stack([priors.standard_normal(2, 3)] * 2),
+                                objectives.objective_params(), 1e-3, 1.0)
+    s, _ = trainer.train(s, jnp.ones((10, 3)), 3)  # non-trivial optimizer state
+    return s
+
+
+def test_round_trip_of_a_population_state_including_keys(tmp_path, state):
+    ck = Checkpointer(str(tmp_path / "ck"), max_to_keep=2)
+    ck.save(1, {"hct": state}, {"unit": 1, "note": "x"})
+    ck.save(2, {"hct": state}, {"unit": 2})
+    ck.save(3, {"hct": state}, {"unit": 3})
+    ck.wait()
+    assert ck.steps() == [2, 3] and ck.latest_step() == 3
+    restored, meta = ck.restore({"hct": state})
+    assert meta == {"unit": 3}
+    assert jax.tree.structure(restored["hct"]) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(restored["hct"]), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    # the restored raw key data is a usable PRNG key and draws the same numbers
+    k0 = jax.random.wrap_key_data(restored["hct"].key[0])
+    np.testing.assert_array_equal(jax.random.normal(k0, (3,)),
+                                  jax.random.normal(jax.random.wrap_key_data(state.key[0]), (3,)))
+    ck.close()
+
+
+def test_damaged_step_gives_a_clear_error_naming_the_good_steps(tmp_path, state):
+    ck = Checkpointer(str(tmp_path / "ck"), max_to_keep=3, async_save=False)
+    ck.save(1, {"hct": state}, {"unit": 1})
+    ck.save(2, {"hct": state}, {"unit": 2})
+    for root, _, files in os.walk(tmp_path / "ck" / "2" / "state"):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"garbage")
+    with pytest.raises(CheckpointError, match=r"step 2 .* damaged.*Earlier complete steps: \[1\]"):
+        ck.restore({"hct": state})
+    restored, meta = ck.restore({"hct": state}, step=1)  # the earlier step is still usable
+    assert meta["unit"] == 1
+    with pytest.raises(CheckpointError, match="does not exist"):
+        ck.restore({"hct": state}, step=7)
+
+
+def test_empty_directory_and_options():
+    with pytest.raises(ValueError, match="max_to_keep must be >= 1"):
+        Checkpointer("/tmp/never-created-hcjax", max_to_keep=0)
+
+
+def test_config_differences():
+    assert config_differences({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}, ignore=("c",)) == {"b": (2, 3)}
+    assert config_differences({"a": 1}, {"a": 1}) == {}

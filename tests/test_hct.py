@@ -1,0 +1,214 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hcjax import hct
+from hcjax.checkpoint import CheckpointError
+from hcjax.hct import HCTConfig, run_hct
+
+# Small, fast configuration shared by the integration tests (synthetic clustered data, 2-D latent).
+SMALL = dict(num_samples=2000, population_size=4, rounds=3, steps_per_round=300, num_pruned=1, final_steps=600,
+             eval_points=256, num_candidates=6, hidden=(32, 32), certificate=False, seed=0)
+TINY = dict(num_samples=600, population_size=4, rounds=3, steps_per_round=40, num_pruned=1, final_steps=80,
+            eval_points=64, num_candidates=4, hidden=(16,), certificate=False, batch_size=32, em_iters=20,
+            refit_points=200, seed=3)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("hct_small"))
+    return run_hct(HCTConfig(**SMALL), out_dir=out), out
+
+
+def test_hct_keeps_latents_alive_where_the_vanilla_vae_collapses(small_run):
+    """Issue claim: synthetic clustered data, s2 = 4 x lambda_max, beta = 1."""
+    result, _ = small_run
+    assert result.decoder_variance == pytest.approx(4.0 * result.lambda_max)
+    for slot in result.final:  # every replicate of the single-objective (fixed prior) phase
+        assert slot["objective"] == "fixed"
+        assert slot["report"]["active_units"] >= 1
+        assert slot["report"]["mutual_info"] >= 0.5
+    assert len(result.vanilla) == 4
+    assert all(v["active_units"] == 0 for v in result.vanilla)
+
+
+def test_rounds_lineage_and_histories_are_recorded(small_run):
+    result, out = small_run
+    cfg = result.config
+    rounds = [r for r in result.rounds if r["phase"] == "rounds"]
+    assert len(rounds) == cfg.rounds and len(result.rounds) == cfg.total_units
+    assert len(result.lineage) == cfg.rounds - 1
+    for event in result.lineage:
+        assert len(event["pruned"]) == cfg.num_pruned and set(event["pruned"]).isdisjoint(event["parents"])
+        # refitted constraints get fresh ids beyond the pool
+        assert all(i >= cfg.num_candidates for i in event["new_ids"])
+    # the consensus member was trained under several distinct constraints
+    assert len(result.consensus_history) >= 2 and len(set(result.consensus_history)) == len(result.consensus_history)
+    refits = [c for c in result.constraints if c["source"] == "refit"]
+    assert len(refits) == cfg.num_pruned * (cfg.rounds - 1)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    assert [r["unit"] for r in lines] == list(range(1, cfg.total_units + 1))
+
+
+def test_final_model_round_trips(small_run, tmp_path):
+    result, _ = small_run
+    path = hct.save_final_model(result, str(tmp_path / "model"))
+    vae, params, prior, log_s2, info = hct.load_final_model(path)
+    member = jax.tree.map(lambda a: a[0], result.final_state)
+    x = jnp.ones((3, vae.config.data_dim))
+    np.testing.assert_allclose(vae.encode(params, x)[0], vae.encode(member.params, x)[0], rtol=1e-6)
+    np.testing.assert_array_equal(prior.means, member.prior.means)
+    assert info["consensus_history"] == result.consensus_history
+
+
+def test_resume_refuses_another_configuration_and_overwriting(small_run):
+    _, out = small_run
+    with pytest.raises(CheckpointError, match="different configuration.*beta"):
+        run_hct(HCTConfig(**(SMALL | {"beta": 2.0})), out_dir=out, resume=True)
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+        run_hct(HCTConfig(**SMALL), out_dir=out)
+
+
+def test_resume_of_a_finished_run_returns_its_result_without_training(small_run):
+    result, out = small_run
+    again = run_hct(HCTConfig(**SMALL), out_dir=out, resume=True)
+    assert again.consensus_history == result.consensus_history
+    for a, b in zip(jax.tree.leaves(again.final_state), jax.tree.leaves(result.final_state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_nonfinite_member_ranks_last_and_is_reseeded():
+    from hcjax import data
+
+    cfg = HCTConfig(**TINY).validate()
+    run = hct._Run(cfg, hct._load_data(cfg, None), None, None)
+    state = run.initial_state()["hct"]
+    poisoned = jax.tree.map(lambda a: a.at[2].set(jnp.nan), state.params)
+    state = state.replace(params=poisoned)
+    state, _ = run.trainer.train(state, run.x_train, cfg.steps_per_round)
+    ev = run.evaluate(state, 0)
+    assert ev["nonfinite_steps"][2] == cfg.steps_per_round and sum(ev["nonfinite_steps"]) == cfg.steps_per_round
+    meta = {"next_refit": 0, "next_constraint_id": cfg.num_candidates, "next_candidate": 4, "constraints": []}
+    new, event = run.select(state, ev, 1, meta)
+    assert event["pruned"] == [2] and event["parents"][0] != 2 and event["tier"][2] == 2
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(new.params))
+    assert int(new.nonfinite_steps[2]) == 0 and int(new.history.parent[2]) == event["parents"][0]
+    del data
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(population_size=1), "population_size must be >= 2"),
+    (dict(num_pruned=4), "num_pruned=4 must be < population_size=4"),
+    (dict(num_pruned=-1), "num_pruned must be >= 0"),
+    (dict(num_components=0), "num_components must be >= 1"),
+    (dict(steps_per_round=0), "steps_per_round must be >= 1"),
+    (dict(decoder_variance=0.0), "decoder_variance must be finite and > 0"),
+    (dict(decoder_variance_scale=-1.0), "decoder_variance_scale must be finite and > 0"),
+    (dict(beta=-1.0), "beta must be finite and >= 0"),
+    (dict(final_steps=450), "multiple of steps_per_round"),
+    (dict(fitness="loss"), "fitness must be one of"),
+    (dict(fitness="margin", certificate=False), "set certificate=True"),
+    (dict(final_objectives=("frozen",)), "final_objectives must be"),
+    (dict(candidate_components=(5,), num_components=4), "candidate_components entry must be <= 4"),
+    (dict(teacher_classes=(4,), latent_dim=2, certificate=True), "teacher_classes entry must be <= 3"),
+])
+def test_bad_config_raises_before_any_work(changes, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        run_hct(HCTConfig(**(SMALL | changes)))
+
+
+def test_config_json_round_trip_and_unknown_options(tmp_path):
+    cfg = HCTConfig(**SMALL)
+    cfg.save_json(str(tmp_path / "c.json"))
+    assert HCTConfig.load_json(str(tmp_path / "c.json")) == cfg
+    with pytest.raises(ValueError, match="unknown HCTConfig option"):
+        HCTConfig.from_dict({"populaton_size": 3})
+
+
+def test_data_not_matching_the_model_is_rejected():
+    from hcjax import data
+
+    ds = data.load_dataset("synthetic", num_samples=300)
+    with pytest.raises(ValueError, match="model='conv' needs image data"):
+        run_hct(HCTConfig(**(SMALL | {"model": "conv"})), ds)
+    with pytest.raises(TypeError, match="dataset must be an hcjax.data.Dataset"):
+        run_hct(HCTConfig(**SMALL), ds.train)
+
+
+def _env():
+    env = dict(os.environ)
+    env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir or ""
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    return env
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
+    cfg_path = str(tmp_path / "cfg.json")
+    HCTConfig(**TINY).save_json(cfg_path)
+    reference = run_hct(HCTConfig(**TINY), out_dir=str(tmp_path / "ref"))
+    ref_model = hct.save_final_model(reference, str(tmp_path / "ref_model"))
+
+    out = str(tmp_path / "killed")
+    cmd = [sys.executable, "-m", "hcjax.cli", "train", "--config", cfg_path, "--out", out, "--no-figures", "--quiet"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    step2 = os.path.join(out, "checkpoints", "2")
+    while not os.path.isdir(step2) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd + ["--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(os.path.join(ref_model, "params.npz")) as a, \
+            np.load(os.path.join(out, "final_model", "params.npz")) as b:
+        assert set(a.files) == set(b.files)
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["consensus_history"] == reference.consensus_history
+    assert [r["unit"] for r in summary["rounds"]] == list(range(1, HCTConfig(**TINY).total_units + 1))
+
+
+SHARDED_SCRIPT = r"""
+import json, sys, jax, numpy as np
+from hcjax.hct import HCTConfig, run_hct
+cfg = json.loads(sys.argv[1])
+a = run_hct(HCTConfig(**(cfg | {"devices": 4})))
+b = run_hct(HCTConfig(**(cfg | {"devices": 1})))
+leaf = jax.tree.leaves(a.final_state.params)[0]
+diff = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+           for x, y in zip(jax.tree.leaves(a.final_state), jax.tree.leaves(b.final_state))
+           if np.issubdtype(np.asarray(x).dtype, np.floating))
+try:
+    run_hct(HCTConfig(**(cfg | {"devices": 4, "population_size": 6})))
+    err = ""
+except ValueError as e:
+    err = str(e)
+print(json.dumps({"devices": len(jax.devices()), "shards": len(leaf.sharding.device_set), "max_diff": diff,
+                  "same_history": a.consensus_history == b.consensus_history, "error": err}))
+"""
+
+
+def test_population_sharded_over_4_devices_equals_the_unsharded_run():
+    cfg = TINY | {"rounds": 2, "final_steps": 40, "compare_vanilla": False}
+    env = _env()
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    out = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, json.dumps(cfg)], env=env, capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["devices"] == 4 and res["shards"] == 4
+    assert res["max_diff"] < 1e-4
+    assert res["same_history"]
+    assert "population_size=6 is not a multiple of the 4 devices" in res["error"]

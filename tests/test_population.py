@@ -1,0 +1,138 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hcjax import objectives, population as pop, priors
+from hcjax.models import ModelConfig
+
+MODEL = ModelConfig(kind="mlp", data_dim=4, latent_dim=2, hidden=(16,))
+SETTINGS = pop.TrainSettings(batch_size=16)
+DATA = jax.random.normal(jax.random.key(0), (200, 4))
+P = 3
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    return pop.Trainer(MODEL, SETTINGS)
+
+
+def make_state(trainer, lr=1e-2, beta=(0.5, 1.0, 2.0)):
+    prior = priors.stack([priors.standard_normal(2, 2),
+                          priors.from_gmm([0.5, 0.5], [[1.0, 0.0], [-1.0, 0.0]], np.full((2, 2), 0.3)),
+                          priors.standard_normal(2, 2)])
+    obj = jax.tree.map(lambda *xs: jnp.stack(xs), *[objectives.objective_params(beta=b, analytic_kl=(i != 1))
+                                                     for i, b in enumerate(beta)])
+    return trainer.init_population(jax.random.key(1), prior, obj, lr, [0.5, 1.0, 2.0])
+
+
+def test_population_equals_separate_single_member_runs(trainer):
+    state = make_state(trainer)
+    together, aux = trainer.train(state, DATA, 25)
+    for i in range(P):
+        alone, aux_i = trainer.train(pop.take(state, jnp.array([i])), DATA, 25)  # a population of one
+        for a, b in zip(jax.tree.leaves(pop.take(together, i)), jax.tree.leaves(pop.take(alone, 0))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(aux.loss[:, i], aux_i.loss[:, 0], rtol=1e-5)
+    assert aux.loss.shape == (25, P)
+
+
+def test_training_reduces_the_loss_and_is_deterministic(trainer):
+    state = make_state(trainer)
+    a, aux_a = trainer.train(state, DATA, 200)
+    b, _ = trainer.train(state, DATA, 200)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    assert np.all(np.mean(aux_a.loss[-20:], 0) < np.mean(aux_a.loss[:20], 0))
+    np.testing.assert_array_equal(a.step, [200] * P)
+
+
+def test_round_function_is_traced_once_across_rounds_and_hyperparameter_changes():
+    tr = pop.Trainer(MODEL, SETTINGS, max_traces=1)
+    state = make_state(tr)
+    for r in range(3):
+        state, _ = tr.train(state, DATA, 10)
+        # per-member hyperparameters are arrays: changing them must not retrace
+        state = state.replace(objective=state.objective.replace(beta=state.objective.beta * 1.5))
+        hp = dict(state.opt_state.hyperparams)
+        hp["learning_rate"] = hp["learning_rate"] * 0.5
+        state = state.replace(opt_state=state.opt_state._replace(hyperparams=hp))
+    # the check can fail: a new static number of steps forces a second trace
+    with pytest.raises(AssertionError, match="traced > 1"):
+        tr.train(state, DATA, 11)
+    chex.clear_trace_counter()
+
+
+def test_a_diverging_member_does_not_contaminate_the_others(trainer):
+    state = make_state(trainer)
+    hp = dict(state.opt_state.hyperparams)
+    bad = state.replace(opt_state=state.opt_state._replace(
+        hyperparams=hp | {"learning_rate": hp["learning_rate"].at[1].set(1e30)}))
+    out_bad, _ = trainer.train(bad, DATA, 30)
+    out_ok, _ = trainer.train(state, DATA, 30)
+    assert int(out_bad.nonfinite_steps[1]) > 0
+    np.testing.assert_array_equal(out_bad.nonfinite_steps[jnp.array([0, 2])], 0)
+    for i in (0, 2):
+        for a, b in zip(jax.tree.leaves(pop.take(out_bad.params, i)), jax.tree.leaves(pop.take(out_ok.params, i))):
+            np.testing.assert_array_equal(a, b)
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(out_bad.params))
+
+
+def test_fixed_prior_and_s2_stay_fixed_learnable_ones_move(trainer):
+    state = make_state(trainer)
+    obj = state.objective.replace(learn_prior=jnp.array([False, True, False]),
+                                  learn_s2=jnp.array([True, False, False]))
+    out, _ = trainer.train(state.replace(objective=obj), DATA, 20)
+    np.testing.assert_array_equal(out.prior.means[0], state.prior.means[0])
+    assert not np.allclose(out.prior.means[1], state.prior.means[1])
+    assert out.log_s2[0] != state.log_s2[0]
+    np.testing.assert_array_equal(out.log_s2[1:], state.log_s2[1:])
+
+
+def test_evaluate_returns_one_report_per_member(trainer):
+    rep = trainer.evaluate(make_state(trainer), DATA[:50], jax.random.key(3))
+    assert rep.kl_per_dim.shape == (P, 2) and rep.mutual_info.shape == (P,)
+    assert trainer.latent_means(make_state(trainer), DATA[:7]).shape == (P, 7, 2)
+
+
+def test_constraint_term_needs_labels_and_uses_them():
+    tr = pop.Trainer(MODEL, pop.TrainSettings(batch_size=16, with_constraint=True))
+    prior = priors.stack([priors.from_gmm([0.5, 0.5], [[2.0, 0.0], [-2.0, 0.0]], np.full((2, 2), 0.1))] * 2)
+    obj = objectives.objective_params(constraint_weight=5.0)
+    with pytest.raises(ValueError, match="needs labels of shape"):
+        tr.init_population(jax.random.key(0), prior, obj, 1e-2, 1.0)
+    labels = jnp.stack([(DATA[:, 0] > 0).astype(jnp.int32)] * 2)
+    state = tr.init_population(jax.random.key(0), prior, obj, 1e-2, 1.0, labels=labels)
+    out, aux = tr.train(state, DATA, 300)
+    mu = tr.latent_means(out, DATA)
+    assigned = jax.vmap(lambda pr, z: jnp.argmax(priors.component_log_probs(pr, z), -1))(out.prior, mu)
+    assert float(jnp.mean(assigned == labels)) > 0.9  # the encoder follows the constraint
+    assert float(aux.constraint[-1].mean()) < float(aux.constraint[0].mean())
+    with pytest.raises(ValueError, match="cover 200 training rows"):
+        tr.train(out, DATA[:100], 1)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda t: t.init_population(jax.random.key(0), priors.standard_normal(2), objectives.objective_params(),
+                                 1e-3, 1.0), "leading population axis"),
+    (lambda t: t.init_population(jax.random.key(0), priors.stack([priors.standard_normal(3)] * 2),
+                                 objectives.objective_params(), 1e-3, 1.0), "latent dimension 3"),
+    (lambda t: t.init_population(jax.random.key(0), priors.stack([priors.standard_normal(2)] * 2),
+                                 objectives.objective_params(), 1e-3, 0.0), "decoder_variance must be finite and > 0"),
+    (lambda t: t.init_population(jax.random.key(0), priors.stack([priors.standard_normal(2)] * 2),
+                                 objectives.objective_params(), -1.0, 1.0), "learning_rate must be"),
+])
+def test_bad_init_input_raises(trainer, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(trainer)
+
+
+def test_bad_train_input_raises(trainer):
+    state = make_state(trainer)
+    with pytest.raises(ValueError, match="data must have shape"):
+        trainer.train(state, jnp.zeros((10, 5)), 1)
+    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+        trainer.train(state, DATA, 0)
+    with pytest.raises(TypeError, match="ModelConfig"):
+        pop.Trainer({"kind": "mlp"})

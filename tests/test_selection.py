@@ -1,0 +1,96 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hcjax import objectives, population as pop, priors, selection
+from hcjax.models import ModelConfig
+
+
+def test_rank_orders_by_tier_then_fitness():
+    fit = jnp.array([1.0, 5.0, jnp.nan, 3.0, 4.0, 2.0])
+    collapsed = jnp.array([False, True, False, False, False, False])
+    nonfinite = jnp.array([False, False, False, False, False, True])
+    order, tier = selection.rank(fit, collapsed, nonfinite)
+    # healthy by fitness (4, 3, 0), then collapsed (1), then non-finite (2: NaN, 5: flagged) in index order
+    np.testing.assert_array_equal(order, [4, 3, 0, 1, 2, 5])
+    np.testing.assert_array_equal(tier, [0, 1, 2, 0, 0, 2])
+
+
+def test_parent_methods_only_choose_survivors():
+    order = jnp.array([3, 1, 4, 0, 2])  # best first; survivors with K=2: 3, 1, 4
+    fit = jnp.array([0.0, 2.0, -1.0, 3.0, 1.0])
+    key = jax.random.key(0)
+    np.testing.assert_array_equal(selection.choose_parents(order, fit, key, 2, "best"), [3, 3])
+    np.testing.assert_array_equal(selection.choose_parents(order, fit, key, 2, "rank"), [3, 1])
+    for method in ("tournament", "proportional"):
+        for s in range(20):
+            parents = np.asarray(selection.choose_parents(order, fit, jax.random.key(s), 2, method))
+            assert set(parents.tolist()) <= {3, 1, 4}
+    # proportional favours the best: over many draws member 3 is the most frequent parent
+    draws = np.concatenate([np.asarray(selection.choose_parents(order, fit, jax.random.key(s), 2, "proportional"))
+                            for s in range(200)])
+    assert np.bincount(draws, minlength=5).argmax() == 3
+    # a tournament of size 1 is a uniform draw; of size 3 always the best survivor
+    np.testing.assert_array_equal(selection.choose_parents(order, fit, key, 2, "tournament", 50), [3, 3])
+
+
+def test_fitness_kinds_and_weighted_sum():
+    elbo, margin, cons = jnp.array([-3.0, -1.0, -2.0]), jnp.array([0.1, -0.5, 0.3]), jnp.array([0.2, 0.9, 0.4])
+    np.testing.assert_array_equal(selection.fitness("elbo", elbo), elbo)
+    np.testing.assert_array_equal(selection.fitness("margin", elbo, margin), margin)
+    z = lambda v: (v - v.mean()) / v.std()
+    got = selection.fitness("weighted", elbo, margin, cons, (1.0, 2.0, 0.5))
+    np.testing.assert_allclose(got, z(elbo) + 2 * z(margin) + 0.5 * z(cons), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the 'margin'"):
+        selection.fitness("margin", elbo)
+    with pytest.raises(ValueError, match="fitness kind must be one of"):
+        selection.fitness("likelihood", elbo)
+
+
+def make_population(p=4):
+    trainer = pop.Trainer(ModelConfig(kind="linear", data_dim=3, latent_dim=2), pop.TrainSettings(batch_size=8))
+    prior = priors.stack([priors.from_gmm([1.0, 1.0], [[i, 0.0], [-i, 0.0]], np.ones((2, 2))) for i in range(p)])
+    state = trainer.init_population(jax.random.key(0), prior, objectives.objective_params(), 1e-3, 1.0,
+                                    constraint_ids=np.arange(p), history_length=4)
+    return state.replace(labels=jnp.arange(p)[:, None] * jnp.ones((p, 5), jnp.int32))
+
+
+def test_reseed_copies_parents_sets_new_priors_and_histories():
+    state = make_population()
+    pruned, parents = jnp.array([2, 3]), jnp.array([0, 1])
+    new_priors = priors.stack([priors.from_gmm([1.0, 1.0], [[9.0, 9.0], [-9.0, 9.0]], np.ones((2, 2)))] * 2)
+    new_labels = jnp.full((2, 5), 7, jnp.int32)
+    out = selection.reseed(state, pruned, parents, new_priors, jnp.array([10, 11]),
+                           jax.random.split(jax.random.key(5), 2), jnp.int32(1), new_labels)
+    for slot, parent in ((2, 0), (3, 1)):
+        for a, b in zip(jax.tree.leaves(pop.take(out.params, slot)), jax.tree.leaves(pop.take(state.params, parent))):
+            np.testing.assert_array_equal(a, b)
+        assert not np.allclose(out.prior.means[slot], state.prior.means[slot])  # a different constraint
+        np.testing.assert_array_equal(out.prior.means[slot], new_priors.means[slot - 2])
+        assert not np.array_equal(out.key[slot], state.key[parent])  # fresh randomness
+    np.testing.assert_array_equal(out.history.constraint_ids[2], [0, 10, -1, -1])
+    np.testing.assert_array_equal(out.history.constraint_ids[3], [1, 11, -1, -1])
+    np.testing.assert_array_equal(out.history.num_constraints, [1, 1, 2, 2])
+    np.testing.assert_array_equal(out.history.parent, [-1, -1, 0, 1])
+    np.testing.assert_array_equal(out.history.age, [1, 1, 0, 0])
+    np.testing.assert_array_equal(out.history.born_round, [0, 0, 1, 1])
+    np.testing.assert_array_equal(out.labels[2:], 7)
+    np.testing.assert_array_equal(out.labels[:2], state.labels[:2])
+    # survivors are untouched apart from their age
+    np.testing.assert_array_equal(out.prior.means[:2], state.prior.means[:2])
+
+
+def test_reseed_requires_labels_exactly_when_the_population_has_them():
+    state = make_population()
+    with pytest.raises(ValueError, match="new_labels must be given"):
+        selection.reseed(state, jnp.array([3]), jnp.array([0]), pop.take(state.prior, jnp.array([0])),
+                         jnp.array([9]), jax.random.split(jax.random.key(0), 1), jnp.int32(1))
+
+
+def test_choose_parents_bad_input():
+    order, fit = jnp.arange(3), jnp.zeros(3)
+    with pytest.raises(ValueError, match="parent method must be one of"):
+        selection.choose_parents(order, fit, jax.random.key(0), 1, "elitist")
+    with pytest.raises(ValueError, match="num_pruned must be <= 2"):
+        selection.choose_parents(order, fit, jax.random.key(0), 3, "best")
