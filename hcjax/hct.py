@@ -80,7 +80,10 @@ from hcjax.checkpoint import Checkpointer, CheckpointError, config_differences
 from hcjax.models import ModelConfig
 from hcjax._validate import check_int, check_nonnegative, check_positive, check_probability
 
-__all__ = ["HCTConfig", "HCTResult", "FINAL_OBJECTIVES", "run_hct", "report_to_dict", "save_final_model", "load_final_model"]
+__all__ = [
+    "HCTConfig", "HCTResult", "FINAL_OBJECTIVES", "run_hct", "report_to_dict", "summarise", "save_final_model",
+    "load_final_model",
+]
 
 FINAL_OBJECTIVES = ("fixed", "learnable", "standard_normal")
 REPRODUCIBILITY_IGNORED = ("devices", "checkpoint_every", "keep_checkpoints")
@@ -98,6 +101,13 @@ class HCTConfig:
     Decoder variance: ``decoder_variance`` (absolute s2) or, when it is None,
     ``decoder_variance_scale`` times lambda_max of the training covariance;
     ``learn_decoder_variance``. KL weight ``beta``.
+    Grid: ``grid``, a sequence of dicts each overriding ``beta``,
+    ``decoder_variance`` and/or ``decoder_variance_scale``: the run then holds
+    one group of P members per entry, all trained in the SAME compiled
+    program (G * P members in total), with selection, consensus and the final
+    phase done per group. Group g's slot j starts from the same network
+    initialisation and candidate as slot j of every other group (common
+    random numbers). An empty grid is one group with the scalar settings.
     Population: ``population_size`` P, ``rounds`` R, ``steps_per_round`` T,
     ``num_pruned`` K per round, ``batch_size``, ``learning_rate``,
     ``grad_clip``, ``elbo_samples``.
@@ -176,10 +186,12 @@ class HCTConfig:
     devices: int | None = None
     checkpoint_every: int = 1
     keep_checkpoints: int = 3
+    grid: tuple = ()
 
     def __post_init__(self):
         for name in ("hidden", "candidate_components", "final_objectives", "teacher_classes", "fitness_weights"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "grid", tuple(dict(g) for g in self.grid))
 
     # ---- validation ---------------------------------------------------
     def validate(self) -> "HCTConfig":
@@ -244,6 +256,17 @@ class HCTConfig:
             check_int("devices", c.devices, minimum=1)
         check_int("checkpoint_every", c.checkpoint_every, minimum=1)
         check_int("keep_checkpoints", c.keep_checkpoints, minimum=1)
+        allowed = {"beta", "decoder_variance", "decoder_variance_scale"}
+        for i, entry in enumerate(c.grid):
+            if not isinstance(entry, dict) or not entry or set(entry) - allowed:
+                raise ValueError(f"grid[{i}] must be a non-empty dict with keys among {sorted(allowed)}, got {entry!r}.")
+            if "decoder_variance" in entry and "decoder_variance_scale" in entry:
+                raise ValueError(f"grid[{i}] gives both decoder_variance and decoder_variance_scale; give one.")
+            if "beta" in entry:
+                check_nonnegative(f"grid[{i}]['beta']", entry["beta"])
+            for key in ("decoder_variance", "decoder_variance_scale"):
+                if key in entry:
+                    check_positive(f"grid[{i}][{key!r}]", entry[key])
         ModelConfig(kind=c.model, data_dim=1 if c.model != "conv" else 16, latent_dim=c.latent_dim, hidden=c.hidden,
                     likelihood=c.likelihood, image_shape=(4, 4, 1) if c.model == "conv" else None)
         return self
@@ -270,6 +293,26 @@ class HCTConfig:
         with open(path) as f:
             return cls.from_dict(json.load(f))
 
+    def groups(self, lambda_max: float) -> list[dict]:
+        """Resolved settings of every group: [{"beta": float, "decoder_variance": float (absolute s2)}]."""
+        def resolve(entry: dict) -> dict:
+            beta = float(entry.get("beta", self.beta))
+            if "decoder_variance" in entry:
+                s2 = float(entry["decoder_variance"])
+            elif "decoder_variance_scale" in entry:
+                s2 = float(entry["decoder_variance_scale"]) * lambda_max
+            elif self.decoder_variance is not None:
+                s2 = float(self.decoder_variance)
+            else:
+                s2 = float(self.decoder_variance_scale) * lambda_max
+            return {"beta": beta, "decoder_variance": s2, "decoder_variance_scale": s2 / lambda_max}
+
+        return [resolve(e) for e in (self.grid or ({},))]
+
+    @property
+    def num_groups(self) -> int:
+        return max(1, len(self.grid))
+
     @property
     def final_units(self) -> int:
         return self.final_steps // self.steps_per_round
@@ -293,31 +336,45 @@ def report_to_dict(report, index: int | None = None) -> dict:
     return out
 
 
+SUMMARY_KEYS = ("active_units", "mutual_info", "kl", "elbo", "margin")
+
+
+def summarise(reports: list[dict], keys=SUMMARY_KEYS) -> dict:
+    """Mean/min/max/n of ``keys`` over a list of per-member report dicts."""
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in reports if r.get(k) is not None]
+        if vals:
+            out[k] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)), "max": float(np.max(vals)),
+                      "n": len(vals)}
+    return out
+
+
 @dataclasses.dataclass
 class HCTResult:
     """Everything a run produced.
 
-    rounds: per-round metrics dicts (per-member lists); lineage: selection
-    events; constraints: every clustering constraint (id, source, parent, J);
-    consensus_member / consensus_history: the chosen member and its constraint
-    ids; before: the chosen member's report at the end of the rounds; final:
-    one dict per final slot (objective, report); vanilla: one report per
-    vanilla member; final_state / vanilla_state: the populations at the end;
-    pool: the candidate priors [M]; teacher_information: I_T of the
-    certificate's teacher (or None).
+    groups: one dict per group (beta, decoder_variance, decoder_variance_scale,
+    consensus_member (global slot), consensus_history (constraint ids),
+    before (the consensus member's report at the end of the rounds));
+    rounds: per-unit metrics dicts (per-member lists over all G * P members);
+    lineage: selection events; constraints: every clustering constraint (id,
+    source, parent, group, J); final: one dict per final slot (group, slot,
+    objective, report); vanilla: one dict per vanilla member (group, member,
+    report); final_state / vanilla_state: the populations at the end; pool:
+    the candidate priors [M]; teacher_information: I_T of the certificate's
+    teacher (or None). ``consensus_member``, ``consensus_history``, ``before``
+    and ``decoder_variance`` are group 0's, for single-group runs.
     """
 
     config: HCTConfig
     model_config: ModelConfig
     dataset: str
     lambda_max: float
-    decoder_variance: float
+    groups: list
     rounds: list
     lineage: list
     constraints: list
-    consensus_member: int
-    consensus_history: list
-    before: dict
     final: list
     vanilla: list
     final_state: Any
@@ -326,31 +383,39 @@ class HCTResult:
     teacher_information: float | None
     elapsed_seconds: float
 
-    def final_summary(self) -> dict:
-        """Mean (and min/max) of the key metrics per final objective, and for the vanilla baseline."""
-        keys = ("active_units", "mutual_info", "kl", "elbo", "margin")
-        groups: dict[str, list] = {}
+    @property
+    def decoder_variance(self) -> float:
+        return self.groups[0]["decoder_variance"]
+
+    @property
+    def consensus_member(self) -> int:
+        return self.groups[0]["consensus_member"]
+
+    @property
+    def consensus_history(self) -> list:
+        return self.groups[0]["consensus_history"]
+
+    @property
+    def before(self) -> dict:
+        return self.groups[0]["before"]
+
+    def final_summary(self, group: int = 0) -> dict:
+        """Mean/min/max of the key metrics per final objective and for the vanilla baseline, in ``group``."""
+        by_name: dict[str, list] = {}
         for slot in self.final:
-            groups.setdefault(slot["objective"], []).append(slot["report"])
-        if self.vanilla:
-            groups["vanilla"] = self.vanilla
-        out = {}
-        for name, reps in groups.items():
-            out[name] = {}
-            for k in keys:
-                vals = [r[k] for r in reps if r.get(k) is not None]
-                if vals:
-                    out[name][k] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)),
-                                    "max": float(np.max(vals)), "n": len(vals)}
-        return out
+            if slot["group"] == group:
+                by_name.setdefault(slot["objective"], []).append(slot["report"])
+        vanilla = [v["report"] for v in self.vanilla if v["group"] == group]
+        if vanilla:
+            by_name["vanilla"] = vanilla
+        return {name: summarise(reps) for name, reps in by_name.items()}
 
     def to_json(self) -> dict:
         return {
-            "config": self.config.to_dict(), "model_config": self.model_config.to_dict(), "dataset": self.dataset, "lambda_max": self.lambda_max,
-            "decoder_variance": self.decoder_variance, "rounds": self.rounds, "lineage": self.lineage,
-            "constraints": self.constraints, "consensus_member": self.consensus_member,
-            "consensus_history": self.consensus_history, "before": self.before, "final": self.final,
-            "vanilla": self.vanilla, "summary": self.final_summary(),
+            "config": self.config.to_dict(), "model_config": self.model_config.to_dict(), "dataset": self.dataset,
+            "lambda_max": self.lambda_max, "groups": self.groups, "rounds": self.rounds, "lineage": self.lineage,
+            "constraints": self.constraints, "final": self.final, "vanilla": self.vanilla,
+            "summary": [self.final_summary(g) for g in range(len(self.groups))],
             "teacher_information": self.teacher_information, "elapsed_seconds": self.elapsed_seconds,
         }
 
@@ -373,6 +438,8 @@ def _margins(head, latents, teacher_rows):
 
 
 _reseed = jax.jit(selection.reseed)
+_rank_groups = jax.jit(jax.vmap(selection.rank))
+_pairwise_ari_groups = jax.jit(jax.vmap(clustering.mean_pairwise_ari, in_axes=(0, None)), static_argnums=1)
 
 
 @jax.jit
@@ -389,16 +456,16 @@ _predict_all = jax.jit(jax.vmap(clustering.predict))
 
 
 @jax.jit
-def _final_population(state, chosen, codes, keys, standard):
-    """P copies of member ``chosen``; slot i gets objective code ``codes[i]`` (0 fixed, 1 learnable, 2 N(0,I))."""
-    p = codes.shape[0]
-    base = jax.tree.map(lambda x: jnp.broadcast_to(x[chosen], x.shape), state)
+def _final_population(state, source, codes, keys, standard):
+    """Slot i becomes a copy of member ``source[i]`` with objective ``codes[i]`` (0 fixed, 1 learnable, 2 N(0,I))."""
+    n = codes.shape[0]
+    base = pop.take(state, source)
     is_std = codes == 2
-    prior = pop.tree_where(is_std, jax.tree.map(lambda a: jnp.broadcast_to(a, (p,) + a.shape), standard), base.prior)
+    prior = pop.tree_where(is_std, jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), standard), base.prior)
     obj = base.objective.replace(learn_prior=codes == 1, analytic_kl=is_std,
-                                 constraint_weight=jnp.zeros((p,), jnp.float32))
+                                 constraint_weight=jnp.zeros((n,), jnp.float32))
     return base.replace(prior=prior, objective=obj, key=jax.vmap(jax.random.key_data)(keys),
-                        nonfinite_steps=jnp.zeros((p,), jnp.int32))
+                        nonfinite_steps=jnp.zeros((n,), jnp.int32))
 
 
 # --------------------------------------------------------------------------- the run
@@ -428,22 +495,30 @@ def _load_data(config: HCTConfig, dataset: data_lib.Dataset | None) -> data_lib.
     return dataset
 
 
-class _Run:
-    """The mutable Python side of one HCT run (orchestration only; no per-member loops)."""
+def _per_member(values: dict, index: int, n: int) -> dict:
+    """Member ``index``'s entries of a dict of per-member lists (other entries are kept as they are)."""
+    return {k: (v[index] if isinstance(v, list) and len(v) == n else v) for k, v in values.items()}
 
-    def __init__(self, config: HCTConfig, ds: data_lib.Dataset, out_dir: str | None,
-                 progress: Callable[[dict], None] | None):
-        self.config, self.ds, self.out_dir, self.progress = config, ds, out_dir, progress
+
+class _Run:
+    """The Python side of one HCT run: orchestration between compiled calls, no per-member loops.
+
+    Members are laid out group-major: global slot ``g * P + j`` is slot j of group g.
+    """
+
+    def __init__(self, config: HCTConfig, ds: data_lib.Dataset):
+        self.config, self.ds = config, ds
         c = config
         self.model = _model_config(c, ds)
         self.lambda_max = ds.lambda_max()
-        self.s2 = float(c.decoder_variance if c.decoder_variance is not None
-                        else c.decoder_variance_scale * self.lambda_max)
+        self.groups = c.groups(self.lambda_max)
+        self.G, self.P = len(self.groups), c.population_size
+        self.size = self.G * self.P
         root = jax.random.key(c.seed)
         names = ("candidates", "init", "vanilla", "eval", "select", "final", "teacher", "refit")
         self.keys = {n: jax.random.fold_in(root, i) for i, n in enumerate(names)}
         self.mesh = sharding.population_mesh(c.devices)
-        sharding.check_population_fits(c.population_size, self.mesh)
+        sharding.check_population_fits(self.size, self.mesh)
         self.trainer = pop.Trainer(self.model, pop.TrainSettings(
             batch_size=c.batch_size, num_samples=c.elbo_samples, grad_clip=c.grad_clip,
             with_constraint=c.constraint_weight > 0))
@@ -452,7 +527,7 @@ class _Run:
         self.x_eval = sharding.replicate(jnp.asarray(ds.val[:n_eval]), self.mesh)
         self.n_fit = min(c.refit_points, ds.train.shape[0])
         self._build_pool()
-        self._build_teacher()
+        self._build_teacher(n_eval)
 
     # ---- setup ----------------------------------------------------------
     def _build_pool(self):
@@ -470,7 +545,7 @@ class _Run:
         self.pool_loglik = sharding.to_host(fits.log_likelihood).tolist()
         self.pool_components = sharding.to_host(active).tolist()
 
-    def _build_teacher(self):
+    def _build_teacher(self, n_eval: int):
         c = self.config
         self.teacher = self.head = self.teacher_eval = None
         if not c.certificate:
@@ -478,40 +553,50 @@ class _Run:
         self.teacher = teachers.search_teacher(self.ds.train, self.keys["teacher"], c.latent_dim,
                                                class_counts=c.teacher_classes, temperature=c.witness_temperature)
         self.head = teachers.witness_for(self.teacher, c.latent_dim)
-        n_eval = self.x_eval.shape[0]
         self.teacher_eval = sharding.replicate(teachers.teacher_probs(self.teacher, self.ds.val[:n_eval]), self.mesh)
+
+    def _slot_keys(self, key) -> jax.Array:
+        """P keys repeated for every group: slot j of each group shares its randomness."""
+        return jnp.tile(jax.random.split(key, self.P), self.G)
+
+    def _group_vector(self, name: str) -> np.ndarray:
+        return np.repeat([g[name] for g in self.groups], self.P)
 
     def initial_state(self) -> dict:
         c = self.config
-        p = c.population_size
-        obj = objectives.objective_params(beta=c.beta, learn_s2=c.learn_decoder_variance,
-                                          constraint_weight=c.constraint_weight)
-        ids = np.arange(p) % c.num_candidates
+        beta, s2 = self._group_vector("beta"), self._group_vector("decoder_variance")
+        ids = np.tile(np.arange(self.P) % c.num_candidates, self.G)
+
+        def objective(**kw):
+            obj = objectives.objective_params(beta=c.beta, learn_s2=c.learn_decoder_variance, **kw)
+            obj = jax.tree.map(lambda a: jnp.broadcast_to(a, (self.size,)), obj)
+            return obj.replace(beta=jnp.asarray(beta, jnp.float32))
+
         labels = self.pool_labels[jnp.asarray(ids)] if c.constraint_weight > 0 else None
-        state = self.trainer.init_population(self.keys["init"], pop.take(self.pool, jnp.asarray(ids)), obj,
-                                             c.learning_rate, self.s2, constraint_ids=ids,
-                                             history_length=c.rounds + 1, labels=labels)
+        state = self.trainer.init_population(
+            self._slot_keys(self.keys["init"]), pop.take(self.pool, jnp.asarray(ids)),
+            objective(constraint_weight=c.constraint_weight), c.learning_rate, s2, constraint_ids=ids,
+            history_length=c.rounds + 1, labels=labels)
         out = {"hct": sharding.shard_population(state, self.mesh)}
         if c.compare_vanilla:
-            std = priors.stack([priors.standard_normal(c.latent_dim, c.num_components)] * p)
-            vobj = objectives.objective_params(beta=c.beta, learn_s2=c.learn_decoder_variance, analytic_kl=True)
+            std = priors.stack([priors.standard_normal(c.latent_dim, c.num_components)] * self.size)
             # the vanilla members carry dummy labels with weight 0: same compiled program, no constraint
-            vlabels = jnp.zeros((p, self.ds.train.shape[0]), jnp.int32) if c.constraint_weight > 0 else None
-            vanilla = self.trainer.init_population(self.keys["vanilla"], std, vobj, c.learning_rate, self.s2,
-                                                   constraint_ids=np.full(p, -1), history_length=c.rounds + 1,
-                                                   labels=vlabels)
+            vlabels = jnp.zeros((self.size, self.ds.train.shape[0]), jnp.int32) if labels is not None else None
+            vanilla = self.trainer.init_population(
+                self._slot_keys(self.keys["vanilla"]), std, objective(analytic_kl=True), c.learning_rate, s2,
+                constraint_ids=np.full(self.size, -1), history_length=c.rounds + 1, labels=vlabels)
             out["vanilla"] = sharding.shard_population(vanilla, self.mesh)
         return out
 
     # ---- evaluation -----------------------------------------------------
     def evaluate(self, state, unit: int) -> dict:
-        """Collapse report, certificate margin and consensus of every member (plain lists)."""
+        """Collapse report, certificate margin and within-group consensus of every member (plain lists)."""
         c = self.config
-        report = self.trainer.evaluate(state, self.x_eval, jax.random.fold_in(self.keys["eval"], unit))
+        report = self.trainer.evaluate(state, self.x_eval, self._slot_keys(jax.random.fold_in(self.keys["eval"], unit)))
         latents = self.trainer.latent_means(state, self.x_eval)
-        out = {k: v for k, v in report_to_dict(report).items()}
-        labels = _assignments(state.prior, latents)
-        out["consensus"] = sharding.to_host(clustering.mean_pairwise_ari(labels, c.num_components)).tolist()
+        out = report_to_dict(report)
+        labels = _assignments(state.prior, latents).reshape(self.G, self.P, -1)
+        out["consensus"] = sharding.to_host(_pairwise_ari_groups(labels, c.num_components)).reshape(-1).tolist()
         if self.head is not None:
             info, loss, margin = _margins(self.head, latents, self.teacher_eval)
             out["teacher_information"] = float(info)
@@ -522,81 +607,94 @@ class _Run:
         return out
 
     def collapsed(self, ev: dict) -> np.ndarray:
-        return (sharding.to_host(ev["mutual_info"]) < self.config.collapse_mi_threshold) | \
-               (sharding.to_host(ev["active_units"]) == 0)
+        return (np.asarray(ev["mutual_info"]) < self.config.collapse_mi_threshold) | \
+               (np.asarray(ev["active_units"]) == 0)
 
     def fitness(self, ev: dict) -> np.ndarray:
+        """Fitness per member [G * P]; standardisation for "weighted" is within each group."""
         c = self.config
-        margin = jnp.asarray(ev["margin"]) if "margin" in ev else None
-        f = selection.fitness(c.fitness, jnp.asarray(ev["elbo"]), margin, jnp.asarray(ev["consensus"]),
-                              c.fitness_weights)
-        return sharding.to_host(f)
+        grid = lambda key: jnp.asarray(ev[key], jnp.float32).reshape(self.G, self.P)
+        margin = grid("margin") if "margin" in ev else None
+        f = jax.vmap(lambda e, m, k: selection.fitness(c.fitness, e, m, k, c.fitness_weights))(
+            grid("elbo"), margin, grid("consensus"))
+        return sharding.to_host(f).reshape(-1)
+
+    def _rank(self, ev: dict):
+        """(order [G, P] local indices best first, tier [G, P]) per group."""
+        fit = self.fitness(ev).reshape(self.G, self.P)
+        nonfinite = (np.asarray(ev["nonfinite_steps"]) > 0).reshape(self.G, self.P)
+        order, tier = _rank_groups(jnp.asarray(fit), jnp.asarray(self.collapsed(ev).reshape(self.G, self.P)),
+                                   jnp.asarray(nonfinite))
+        return fit, order, tier
 
     # ---- selection ------------------------------------------------------
     def select(self, state, ev: dict, round_index: int, meta: dict):
         c = self.config
-        fit = self.fitness(ev)
-        nonfinite = sharding.to_host(ev["nonfinite_steps"]) > 0
-        order, tier = selection.rank(jnp.asarray(fit), jnp.asarray(self.collapsed(ev)), jnp.asarray(nonfinite))
         k = c.num_pruned
-        pruned = order[c.population_size - k:]
+        fit, order, tier = self._rank(ev)
         key = jax.random.fold_in(self.keys["select"], round_index)
         k_parent, k_child, k_refit = jax.random.split(key, 3)
-        parents = selection.choose_parents(order, jnp.asarray(fit), k_parent, k, c.parent_selection,
-                                           c.tournament_size)
-        event = {"round": round_index, "order": sharding.to_host(order).tolist(), "tier": sharding.to_host(tier).tolist(),
-                 "pruned": sharding.to_host(pruned).tolist(), "parents": sharding.to_host(parents).tolist(), "new_ids": []}
+        parents_local = jax.vmap(lambda o, f: selection.choose_parents(o, f, k_parent, k, c.parent_selection,
+                                                                       c.tournament_size))(order, jnp.asarray(fit))
+        offset = (jnp.arange(self.G) * self.P)[:, None]
+        pruned = (order[:, self.P - k:] + offset).reshape(-1)  # global slots [G * K]
+        parents = (parents_local + offset).reshape(-1)
+        event = {"round": round_index, "order": sharding.to_host(order + offset).tolist(),
+                 "tier": sharding.to_host(tier).reshape(-1).tolist(), "pruned": sharding.to_host(pruned).tolist(),
+                 "parents": sharding.to_host(parents).tolist(), "new_ids": []}
         if k == 0:
             return state, event
+        n_new = self.G * k
         if c.reseed_source == "refit":
-            latents = self.trainer.latent_means(state, self.x_train)[parents]  # [K, N, d]
+            latents = self.trainer.latent_means(state, self.x_train)[parents]  # [G * K, N, d]
             start = meta["next_refit"]
-            active = jnp.asarray([c.candidate_components[(start + i) % len(c.candidate_components)]
-                                  for i in range(k)], jnp.int32)
-            fits = clustering.fit_gmms(latents[:, : self.n_fit], jax.random.split(k_refit, k), c.num_components,
-                                       c.em_iters, num_active=active, reg_covar=c.em_reg_covar)
+            active = jnp.tile(jnp.asarray([c.candidate_components[(start + i) % len(c.candidate_components)]
+                                           for i in range(k)], jnp.int32), self.G)
+            fits = clustering.fit_gmms(latents[:, : self.n_fit], jnp.tile(jax.random.split(k_refit, k), self.G),
+                                       c.num_components, c.em_iters, num_active=active, reg_covar=c.em_reg_covar)
             new_priors = _gmm_priors(fits.gmm, 1.0, c.uniform_weights)
             new_labels = _predict_all(fits.gmm, latents) if state.labels is not None else None
-            ids = [meta["next_constraint_id"] + i for i in range(k)]
-            meta["next_constraint_id"] += k
+            ids = [meta["next_constraint_id"] + i for i in range(n_new)]
+            meta["next_constraint_id"] += n_new
             meta["next_refit"] += k
-            for i in range(k):
+            loglik = sharding.to_host(fits.log_likelihood)
+            for i in range(n_new):
                 meta["constraints"].append({"id": ids[i], "source": "refit", "round": round_index,
-                                            "parent": int(parents[i]), "components": int(active[i]),
-                                            "log_likelihood": float(fits.log_likelihood[i])})
+                                            "group": i // k, "parent": int(parents[i]),
+                                            "components": int(active[i]), "log_likelihood": float(loglik[i])})
         else:
-            idx = [(meta["next_candidate"] + i) % c.num_candidates for i in range(k)]
+            idx = [(meta["next_candidate"] + i) % c.num_candidates for i in range(k)] * self.G
             meta["next_candidate"] += k
             new_priors = pop.take(self.pool, jnp.asarray(idx))
             new_labels = self.pool_labels[jnp.asarray(idx)] if state.labels is not None else None
             ids = idx
         event["new_ids"] = list(map(int, ids))
-        state = _reseed(state, pruned, parents, new_priors, jnp.asarray(ids, jnp.int32),
-                        jax.random.split(k_child, k), jnp.int32(round_index), new_labels)
+        child_keys = jnp.tile(jax.random.split(k_child, k), self.G)
+        state = _reseed(state, pruned, parents, new_priors, jnp.asarray(ids, jnp.int32), child_keys,
+                        jnp.int32(round_index), new_labels)
         return sharding.shard_population(state, self.mesh), event
 
-    def choose_consensus(self, state, ev: dict) -> int:
-        c = self.config
-        fit = self.fitness(ev)
-        nonfinite = sharding.to_host(ev["nonfinite_steps"]) > 0
-        order, tier = selection.rank(jnp.asarray(fit), jnp.asarray(self.collapsed(ev)), jnp.asarray(nonfinite))
-        order, tier = sharding.to_host(order), sharding.to_host(tier)
-        if c.consensus_choice == "best":
-            return int(order[0])
-        lengths = sharding.to_host(state.history.num_constraints)
-        best_tier = tier.min()
-        pool = [i for i in order if tier[i] == best_tier]
-        longest = max(lengths[i] for i in pool)
-        return int(next(i for i in pool if lengths[i] == longest))
+    def choose_consensus(self, state, ev: dict) -> list[int]:
+        """Global slot of each group's consensus member."""
+        _, order, tier = self._rank(ev)
+        order, tier = np.asarray(order), np.asarray(tier)
+        if self.config.consensus_choice == "best":
+            return [int(g * self.P + order[g, 0]) for g in range(self.G)]
+        lengths = sharding.to_host(state.history.num_constraints).reshape(self.G, self.P)
+        ranked_tier = np.take_along_axis(tier, order, axis=1)  # tiers in rank order
+        ranked_len = np.take_along_axis(lengths, order, axis=1)
+        eligible = ranked_tier == ranked_tier.min(axis=1, keepdims=True)
+        longest = np.where(eligible, ranked_len, -1).max(axis=1, keepdims=True)
+        first = np.argmax(eligible & (ranked_len == longest), axis=1)  # best-ranked among them
+        return [int(g * self.P + order[g, first[g]]) for g in range(self.G)]
 
-    def final_population(self, state, chosen: int):
+    def final_population(self, state, chosen: list[int]):
         c = self.config
-        p = c.population_size
-        codes = jnp.asarray([FINAL_OBJECTIVES.index(c.final_objectives[i % len(c.final_objectives)])
-                             for i in range(p)], jnp.int32)
+        codes = jnp.tile(jnp.asarray([FINAL_OBJECTIVES.index(c.final_objectives[j % len(c.final_objectives)])
+                                      for j in range(self.P)], jnp.int32), self.G)
+        source = jnp.repeat(jnp.asarray(chosen, jnp.int32), self.P)
         standard = priors.standard_normal(c.latent_dim, c.num_components)
-        keys = jax.random.split(self.keys["final"], p)
-        out = _final_population(state, jnp.int32(chosen), codes, keys, standard)
+        out = _final_population(state, source, codes, self._slot_keys(self.keys["final"]), standard)
         return sharding.shard_population(out, self.mesh)
 
 
@@ -620,9 +718,9 @@ def run_hct(
         come from the same configuration, up to ``devices`` and checkpoint
         options).
       progress: called after every unit with a dict (unit, total, phase,
-        metrics) for progress display.
-      stop_after_units: stop early after this many units (for tests and
-        staged runs); the returned result then covers the work done so far.
+        record) for progress display.
+      stop_after_units: stop early after this many units (for staged runs);
+        the result then covers the work done so far.
     Returns:
       An :class:`HCTResult`.
     """
@@ -633,12 +731,13 @@ def run_hct(
         raise ValueError("resume=True needs out_dir (where the checkpoints are).")
     t0 = time.time()
     ds = _load_data(config, dataset)
-    run = _Run(config, ds, out_dir, progress)
+    run = _Run(config, ds)
     c = config
+    n = run.size
     states = run.initial_state()
     meta = {"config": c.to_dict(), "unit": 0, "rounds": [], "lineage": [], "next_constraint_id": c.num_candidates,
-            "next_candidate": c.population_size, "next_refit": 0, "consensus_member": None, "before": None,
-            "constraints": [{"id": i, "source": "pool", "round": 0, "parent": -1,
+            "next_candidate": c.population_size, "next_refit": 0, "consensus": None, "before": None,
+            "constraints": [{"id": i, "source": "pool", "round": 0, "group": -1, "parent": -1,
                              "components": run.pool_components[i], "log_likelihood": run.pool_loglik[i]}
                             for i in range(c.num_candidates)]}
     ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), c.keep_checkpoints) if out_dir else None
@@ -677,10 +776,10 @@ def run_hct(
                 record["selection"] = event
             else:
                 chosen = run.choose_consensus(states["hct"], ev)
-                meta["consensus_member"] = chosen
-                meta["before"] = {k: (v[chosen] if isinstance(v, list) and len(v) == c.population_size else v)
-                                  for k, v in ev.items()}
-                record["consensus_member"] = chosen
+                meta["consensus"] = chosen
+                meta["before"] = [_per_member(ev, i, n) for i in chosen]
+                meta["histories"] = [[int(i) for i in ev["constraint_ids"][m] if i >= 0] for m in chosen]
+                record["consensus_member"] = chosen[0] if run.G == 1 else chosen
                 if c.final_units:
                     states["hct"] = run.final_population(states["hct"], chosen)
         meta["rounds"].append(record)
@@ -695,33 +794,32 @@ def run_hct(
     if ckpt is not None:
         ckpt.close()
 
-    finished = meta["unit"] >= c.total_units
     final, vanilla = [], []
-    if finished:
+    if meta["unit"] >= c.total_units:
+        group_of = lambda i: i // run.P
         if c.final_units:
             ev = run.evaluate(states["hct"], 10_000)
             ev["collapsed"] = run.collapsed(ev).tolist()
-            final = [{"slot": i, "objective": c.final_objectives[i % len(c.final_objectives)],
-                      "report": {k: (v[i] if isinstance(v, list) and len(v) == c.population_size else v)
-                                 for k, v in ev.items()}} for i in range(c.population_size)]
-        elif meta["before"] is not None:
-            final = [{"slot": meta["consensus_member"], "objective": "none", "report": meta["before"]}]
+            final = [{"group": group_of(i), "slot": i,
+                      "objective": c.final_objectives[(i % run.P) % len(c.final_objectives)],
+                      "report": _per_member(ev, i, n)} for i in range(n)]
+        else:
+            final = [{"group": g, "slot": m, "objective": "none", "report": meta["before"][g]}
+                     for g, m in enumerate(meta["consensus"])]
         if "vanilla" in states:
             vev = run.evaluate(states["vanilla"], 20_000)
             vev["collapsed"] = run.collapsed(vev).tolist()
-            vanilla = [{k: (v[i] if isinstance(v, list) and len(v) == c.population_size else v)
-                        for k, v in vev.items()} for i in range(c.population_size)]
-    chosen = meta["consensus_member"]
-    history = []
-    if chosen is not None:
-        ids = sharding.to_host(states["hct"].history.constraint_ids[0 if c.final_units else chosen])
-        history = [int(i) for i in ids if i >= 0]
+            vanilla = [{"group": group_of(i), "member": i, "report": _per_member(vev, i, n)} for i in range(n)]
+    groups = []
+    for g, setting in enumerate(run.groups):
+        done = meta["consensus"] is not None
+        groups.append(setting | {"index": g, "consensus_member": meta["consensus"][g] if done else -1,
+                                 "consensus_history": meta["histories"][g] if done else [],
+                                 "before": meta["before"][g] if done else {}})
     return HCTResult(
-        config=c, model_config=run.model, dataset=ds.name, lambda_max=run.lambda_max, decoder_variance=run.s2, rounds=meta["rounds"],
-        lineage=meta["lineage"], constraints=meta["constraints"],
-        consensus_member=-1 if chosen is None else int(chosen), consensus_history=history,
-        before=meta["before"] or {}, final=final, vanilla=vanilla, final_state=states["hct"],
-        vanilla_state=states.get("vanilla"), pool=run.pool,
+        config=c, model_config=run.model, dataset=ds.name, lambda_max=run.lambda_max, groups=groups,
+        rounds=meta["rounds"], lineage=meta["lineage"], constraints=meta["constraints"], final=final,
+        vanilla=vanilla, final_state=states["hct"], vanilla_state=states.get("vanilla"), pool=run.pool,
         teacher_information=None if run.teacher is None else float(run.teacher.information),
         elapsed_seconds=time.time() - t0,
     )
@@ -738,8 +836,11 @@ def _write_metrics(out_dir: str, records: list) -> None:
     os.replace(tmp, path)
 
 
-def save_final_model(result: HCTResult, directory: str, slot: int = 0) -> str:
+def save_final_model(result: HCTResult, directory: str, slot: int | None = None) -> str:
     """Write the consensus model after the single-objective phase (final slot ``slot``) to ``directory``.
+
+    ``slot`` defaults to the first final slot (the consensus member itself
+    when the run had no final phase).
 
     Files: ``model.json`` (model config, decoder variance, objective of the
     slot, constraint history) and ``params.npz`` (flattened network
@@ -748,6 +849,8 @@ def save_final_model(result: HCTResult, directory: str, slot: int = 0) -> str:
     """
     from flax import traverse_util
 
+    if slot is None:
+        slot = result.final[0]["slot"]
     os.makedirs(directory, exist_ok=True)
     member = pop.take(result.final_state, slot)
     flat = traverse_util.flatten_dict(jax.device_get(member.params), sep="/")
@@ -755,11 +858,14 @@ def save_final_model(result: HCTResult, directory: str, slot: int = 0) -> str:
     arrays |= {"prior/logits": np.asarray(member.prior.logits), "prior/means": np.asarray(member.prior.means),
                "prior/log_vars": np.asarray(member.prior.log_vars), "log_s2": np.asarray(member.log_s2)}
     np.savez(os.path.join(directory, "params.npz"), **arrays)
-    objective = result.final[slot]["objective"] if slot < len(result.final) else "none"
+    entry = next((e for e in result.final if e["slot"] == slot), None)
+    if entry is None:
+        raise ValueError(f"slot {slot} is not a final slot of this result (slots: {[e['slot'] for e in result.final]}).")
+    group = result.groups[entry["group"]]
     with open(os.path.join(directory, "model.json"), "w") as f:
-        json.dump({"model_config": result.model_config.to_dict(), "decoder_variance": result.decoder_variance,
-                   "objective": objective, "consensus_history": result.consensus_history,
-                   "dataset": result.dataset}, f, indent=2)
+        json.dump({"model_config": result.model_config.to_dict(), "decoder_variance": group["decoder_variance"],
+                   "beta": group["beta"], "objective": entry["objective"],
+                   "consensus_history": group["consensus_history"], "dataset": result.dataset}, f, indent=2)
     return directory
 
 

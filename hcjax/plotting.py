@@ -40,7 +40,7 @@ def plot_rounds(result, path: str) -> str:
             ax.axhline(np.mean([s["report"][key] for s in result.final]), color="C2", ls="--",
                        label="after single objective")
         if key != "fitness" and result.vanilla:
-            ax.axhline(np.mean([v[key] for v in result.vanilla]), color="C3", ls=":", label="vanilla VAE")
+            ax.axhline(np.mean([v["report"][key] for v in result.vanilla]), color="C3", ls=":", label="vanilla VAE")
         ax.set_xlabel("round")
         ax.set_xticks(x)
         ax.set_title(label, fontsize=10)

@@ -113,7 +113,7 @@ def as_typed_key(key: jax.Array) -> jax.Array:
     """Accept a typed key (``jax.random.key``) or raw uint32 key data (``PRNGKey``)."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
-    return jax.random.wrap_key_data(key)
+    return jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
 
 
 def population_size(state: PopulationState) -> int:
@@ -238,7 +238,9 @@ class Trainer:
         """A fresh population of P members.
 
         Args:
-          key: root PRNG key; member i uses ``split(key, P)[i]``.
+          key: root PRNG key (member i uses ``split(key, P)[i]``), or an array
+            of P keys, one per member (e.g. repeated keys so that several
+            groups of a grid start from the same initialisations).
           priors: stacked priors, leading axis P (see :func:`hcjax.priors.stack`).
           objective: stacked :class:`ObjectiveParams` [P] (or one, broadcast).
           learning_rate: scalar or [P]. decoder_variance: s2, scalar or [P] (> 0).
@@ -269,7 +271,13 @@ class Trainer:
             labels = jnp.asarray(labels, jnp.int32)
         else:
             labels = None
-        keys = jax.random.split(as_typed_key(key), p)
+        key = as_typed_key(key)
+        if key.shape == (p,):
+            keys = key
+        elif key.shape == ():
+            keys = jax.random.split(key, p)
+        else:
+            raise ValueError(f"key must be one PRNG key or [P={p}] keys, got key array of shape {key.shape}.")
         return self.init(keys, priors, objective, vec(learning_rate), jnp.log(vec(decoder_variance)), history,
                          labels)
 
@@ -342,7 +350,9 @@ class Trainer:
 
     # ---- evaluation -----------------------------------------------------
     def _evaluate(self, state: PopulationState, x: jax.Array, key: jax.Array) -> diagnostics.CollapseReport:
-        keys = jax.random.split(key, state.step.shape[0])
+        """Collapse report per member on x [N, D]; ``key`` is one key (split per member) or [P] keys."""
+        p = state.step.shape[0]
+        keys = key if key.shape == (p,) else jax.random.split(key, p)
         s = self.settings
 
         def one(params, prior, log_s2, analytic, k):

@@ -34,6 +34,13 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.5,2,8, got {text!r}") from None
+
+
 def _objectives(text: str) -> tuple[str, ...]:
     out = tuple(t.strip() for t in text.split(",") if t.strip())
     bad = [o for o in out if o not in FINAL_OBJECTIVES]
@@ -72,6 +79,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--constraint-weight", type=float, dest="constraint_weight")
     p.add_argument("--learning-rate", type=float, dest="learning_rate")
     p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--grid-s2-scale", type=_floats, dest="grid_s2_scale",
+                   help="run one group per s2 multiple of lambda_max (x every --grid-beta), in one compiled program")
+    p.add_argument("--grid-beta", type=_floats, dest="grid_beta",
+                   help="run one group per beta (x every --grid-s2-scale), in one compiled program")
     p.add_argument("--devices", type=int, help="number of local devices to shard the population over (default all)")
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     p.add_argument("--no-vanilla", action="store_false", dest="compare_vanilla", default=None,
@@ -88,6 +99,10 @@ def build_config(args: argparse.Namespace) -> HCTConfig:
             base[field.name] = value
     if getattr(args, "decoder_variance_scale", None) is not None:
         base["decoder_variance"] = None
+    scales, betas = getattr(args, "grid_s2_scale", None), getattr(args, "grid_beta", None)
+    if scales or betas:
+        base["grid"] = [({"decoder_variance_scale": s} if s is not None else {}) | ({"beta": b} if b is not None else {})
+                        for s in (scales or (None,)) for b in (betas or (None,))]
     return HCTConfig.from_dict(base)
 
 
@@ -128,18 +143,21 @@ class _Progress:
 
 
 def comparison_table(result) -> str:
-    """Vanilla vs HCT (per single objective), side by side."""
-    summary = result.final_summary()
-    rows = [("vanilla VAE", summary.get("vanilla"))] + [(f"HCT, then {k}", v) for k, v in summary.items()
-                                                         if k != "vanilla"]
-    head = f"{'model':<28}{'active units':>14}{'MI (nats)':>12}{'KL (nats)':>12}{'ELBO':>12}{'margin':>10}  n"
+    """Vanilla vs HCT (per single objective), side by side, for every group (s2, beta) of the run."""
+    head = (f"{'s2/lambda_max':>13}{'beta':>6}  {'model':<26}{'active units':>13}{'MI (nats)':>11}{'KL (nats)':>11}"
+            f"{'ELBO':>11}{'margin':>9}  n")
     lines = [head, "-" * len(head)]
-    for name, s in rows:
-        if not s:
-            continue
-        get = lambda k: s[k]["mean"] if k in s else float("nan")
-        lines.append(f"{name:<28}{get('active_units'):>14.2f}{get('mutual_info'):>12.3f}{get('kl'):>12.3f}"
-                     f"{get('elbo'):>12.3f}{get('margin'):>10.3f}  {s['mutual_info']['n']}")
+    for g, group in enumerate(result.groups):
+        summary = result.final_summary(g)
+        rows = [("vanilla VAE", summary.get("vanilla"))] + [(f"HCT, then {k}", v) for k, v in summary.items()
+                                                             if k != "vanilla"]
+        for name, s in rows:
+            if not s:
+                continue
+            get = lambda k: s[k]["mean"] if k in s else float("nan")
+            lines.append(f"{group['decoder_variance_scale']:>13.3g}{group['beta']:>6.3g}  {name:<26}"
+                         f"{get('active_units'):>13.2f}{get('mutual_info'):>11.3f}{get('kl'):>11.3f}"
+                         f"{get('elbo'):>11.3f}{get('margin'):>9.3f}  {s['mutual_info']['n']}")
     return "\n".join(lines)
 
 
@@ -199,9 +217,10 @@ def run(args: argparse.Namespace) -> int:
     if result.final:
         save_final_model(result, os.path.join(args.out, "final_model"))
     if not args.quiet:
-        print(f"\nlambda_max = {result.lambda_max:.4g}, s2 = {result.decoder_variance:.4g} "
-              f"({result.decoder_variance / result.lambda_max:.3g} x lambda_max), beta = {config.beta}; "
-              f"consensus member {result.consensus_member}, constraints {result.consensus_history}")
+        for g in result.groups:
+            print(f"lambda_max = {result.lambda_max:.4g}, s2 = {g['decoder_variance']:.4g} "
+                  f"({g['decoder_variance_scale']:.3g} x lambda_max), beta = {g['beta']:.3g}: consensus member "
+                  f"{g['consensus_member']}, constraints {g['consensus_history']}")
         print(comparison_table(result))
     if not args.no_figures and result.final:
         try:

@@ -37,7 +37,7 @@ def test_hct_keeps_latents_alive_where_the_vanilla_vae_collapses(small_run):
         assert slot["report"]["active_units"] >= 1
         assert slot["report"]["mutual_info"] >= 0.5
     assert len(result.vanilla) == 4
-    assert all(v["active_units"] == 0 for v in result.vanilla)
+    assert all(v["report"]["active_units"] == 0 for v in result.vanilla)
 
 
 def test_rounds_lineage_and_histories_are_recorded(small_run):
@@ -87,22 +87,47 @@ def test_resume_of_a_finished_run_returns_its_result_without_training(small_run)
 
 
 def test_a_nonfinite_member_ranks_last_and_is_reseeded():
-    from hcjax import data
-
     cfg = HCTConfig(**TINY).validate()
-    run = hct._Run(cfg, hct._load_data(cfg, None), None, None)
+    run = hct._Run(cfg, hct._load_data(cfg, None))
     state = run.initial_state()["hct"]
     poisoned = jax.tree.map(lambda a: a.at[2].set(jnp.nan), state.params)
     state = state.replace(params=poisoned)
     state, _ = run.trainer.train(state, run.x_train, cfg.steps_per_round)
     ev = run.evaluate(state, 0)
+    ev["fitness"] = run.fitness(ev).tolist()
     assert ev["nonfinite_steps"][2] == cfg.steps_per_round and sum(ev["nonfinite_steps"]) == cfg.steps_per_round
     meta = {"next_refit": 0, "next_constraint_id": cfg.num_candidates, "next_candidate": 4, "constraints": []}
     new, event = run.select(state, ev, 1, meta)
     assert event["pruned"] == [2] and event["parents"][0] != 2 and event["tier"][2] == 2
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(new.params))
     assert int(new.nonfinite_steps[2]) == 0 and int(new.history.parent[2]) == event["parents"][0]
-    del data
+
+
+def test_a_grid_group_equals_the_single_group_run_with_its_settings():
+    grid = ({"decoder_variance_scale": 0.5, "beta": 1.0}, {"decoder_variance_scale": 4.0, "beta": 2.0})
+    cfg = TINY | {"rounds": 2, "final_steps": 40}
+    both = run_hct(HCTConfig(**(cfg | {"grid": grid})))
+    alone = run_hct(HCTConfig(**(cfg | {"grid": grid[1:]})))
+    assert [g["beta"] for g in both.groups] == [1.0, 2.0]
+    p, k = cfg["population_size"], cfg["num_pruned"]
+    # same selection decisions (constraint ids are numbered across the whole run, so compare slots)
+    for e_both, e_alone in zip(both.lineage, alone.lineage):
+        assert [s - p for s in e_both["pruned"][k:]] == e_alone["pruned"]
+        assert [s - p for s in e_both["parents"][k:]] == e_alone["parents"]
+    assert both.groups[1]["consensus_member"] - p == alone.groups[0]["consensus_member"]
+    assert len(both.groups[1]["consensus_history"]) == len(alone.groups[0]["consensus_history"])
+    # global numbering: constraint ids and parent slots are compared above, up to the group offset
+    np.testing.assert_array_equal(np.asarray(both.final_state.history.parent)[p:] - p,
+                                  np.asarray(alone.final_state.history.parent))
+    without_ids = lambda st: st.replace(history=st.history.replace(constraint_ids=None, parent=None))
+    for a, b in zip(jax.tree.leaves(without_ids(both.final_state)), jax.tree.leaves(without_ids(alone.final_state))):
+        np.testing.assert_allclose(np.asarray(a)[p:], np.asarray(b), rtol=2e-4, atol=2e-5)
+    for i in range(p):
+        np.testing.assert_allclose(both.vanilla[p + i]["report"]["elbo"], alone.vanilla[i]["report"]["elbo"],
+                                   rtol=1e-4)
+    # the two groups really differ in their settings
+    np.testing.assert_allclose(np.exp(np.asarray(both.final_state.log_s2)[[0, p]]),
+                               [0.5 * both.lambda_max, 4.0 * both.lambda_max], rtol=1e-5)
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -120,6 +145,8 @@ def test_a_nonfinite_member_ranks_last_and_is_reseeded():
     (dict(final_objectives=("frozen",)), "final_objectives must be"),
     (dict(candidate_components=(5,), num_components=4), "candidate_components entry must be <= 4"),
     (dict(teacher_classes=(4,), latent_dim=2, certificate=True), "teacher_classes entry must be <= 3"),
+    (dict(grid=({"sigma": 1.0},)), r"grid\[0\] must be a non-empty dict"),
+    (dict(grid=({"beta": -1.0},)), r"grid\[0\]\['beta'\] must be finite and >= 0"),
 ])
 def test_bad_config_raises_before_any_work(changes, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -176,7 +203,7 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
-    assert summary["consensus_history"] == reference.consensus_history
+    assert summary["groups"][0]["consensus_history"] == reference.consensus_history
     assert [r["unit"] for r in summary["rounds"]] == list(range(1, HCTConfig(**TINY).total_units + 1))
 
 
