@@ -39,9 +39,14 @@ is an option of :class:`HCTConfig`.
    ``standard_normal`` (the prior replaced by N(0, I)). Slots are assigned to
    ``final_objectives`` cyclically, so replicates measure seed variation.
 
-A vanilla VAE population (N(0, I) prior, same architecture, beta, s2 and step
-budget R * steps_per_round + final_steps) trains in lockstep with the same
-compiled program when ``compare_vanilla`` is set.
+Baselines train in lockstep, P replicates per group and method, on the same
+training path, architecture, s2 and step budget (R * steps_per_round +
+final_steps): ``vanilla`` (N(0, I) prior, beta = 1), ``beta_vae`` (N(0, I),
+the group's beta), ``annealing`` (KL annealing), ``cyclical`` (cyclical
+annealing), ``free_bits``, ``latent_recon`` (this project's reading of the
+latent reconstruction loss of arXiv 2508.12530) and ``fixed_gmm`` (one
+clustering constraint, no population or selection: the constraint term is
+on during the rounds and off in the final phase, exactly as for HCT).
 
 Why the constraint term and sharp, equally weighted components: by the
 identity E_x KL(q(z|x) || p) = I(x; z) + KL(q(z) || p), an encoder that
@@ -81,11 +86,20 @@ from hcjax.models import ModelConfig
 from hcjax._validate import check_int, check_nonnegative, check_positive, check_probability
 
 __all__ = [
-    "HCTConfig", "HCTResult", "FINAL_OBJECTIVES", "run_hct", "report_to_dict", "summarise", "save_final_model",
+    "HCTConfig", "HCTResult", "FINAL_OBJECTIVES", "BASELINES", "run_hct", "report_to_dict", "summarise", "save_final_model",
     "load_final_model",
 ]
 
 FINAL_OBJECTIVES = ("fixed", "learnable", "standard_normal")
+BASELINES = {
+    "vanilla": "N(0, I) prior, beta = 1",
+    "beta_vae": "N(0, I) prior, the group's beta",
+    "annealing": "KL annealing (Bowman et al. 2016) to the group's beta",
+    "cyclical": "cyclical annealing (Fu et al. 2019) to the group's beta",
+    "free_bits": "free bits (Kingma et al. 2016)",
+    "latent_recon": "latent reconstruction loss (hcjax's reading of arXiv 2508.12530)",
+    "fixed_gmm": "one fixed GMM prior / clustering constraint, no population or selection",
+}
 REPRODUCIBILITY_IGNORED = ("devices", "checkpoint_every", "keep_checkpoints")
 
 
@@ -132,7 +146,11 @@ class HCTConfig:
     Certificate: ``certificate`` (evaluate the margin each round),
     ``teacher_classes`` (candidate K values, K - 1 <= latent_dim),
     ``witness_temperature``, ``certificate_tau``.
-    Other: ``compare_vanilla``, ``eval_points`` (held-out points per
+    Baselines: ``baselines`` (names from ``BASELINES``; () for none),
+    ``annealing_fraction`` (warm-up length as a fraction of the budget),
+    ``cyclical_cycles``, ``cyclical_ratio``, ``free_bits`` (nats per
+    dimension), ``latent_recon_weight``, ``latent_recon_source``.
+    Other: ``eval_points`` (held-out points per
     evaluation), ``seed`` (the one root seed), ``devices`` (None: all local
     devices; P must be a multiple), ``checkpoint_every`` (units),
     ``keep_checkpoints``.
@@ -180,7 +198,13 @@ class HCTConfig:
     teacher_classes: tuple[int, ...] = (2, 3)
     witness_temperature: float = 1.0
     certificate_tau: float = 0.0
-    compare_vanilla: bool = True
+    baselines: tuple[str, ...] = ("vanilla",)
+    annealing_fraction: float = 0.3
+    cyclical_cycles: int = 4
+    cyclical_ratio: float = 0.5
+    free_bits: float = 0.5
+    latent_recon_weight: float = 1.0
+    latent_recon_source: str = "posterior_sample"
     eval_points: int = 512
     seed: int = 0
     devices: int | None = None
@@ -189,7 +213,8 @@ class HCTConfig:
     grid: tuple = ()
 
     def __post_init__(self):
-        for name in ("hidden", "candidate_components", "final_objectives", "teacher_classes", "fitness_weights"):
+        for name in ("hidden", "candidate_components", "final_objectives", "teacher_classes", "fitness_weights",
+                     "baselines"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "grid", tuple(dict(g) for g in self.grid))
 
@@ -256,6 +281,17 @@ class HCTConfig:
             check_int("devices", c.devices, minimum=1)
         check_int("checkpoint_every", c.checkpoint_every, minimum=1)
         check_int("keep_checkpoints", c.keep_checkpoints, minimum=1)
+        unknown = [b for b in c.baselines if b not in BASELINES]
+        if unknown or len(set(c.baselines)) != len(c.baselines):
+            raise ValueError(f"baselines must be distinct names among {tuple(BASELINES)}, got {c.baselines}.")
+        check_probability("annealing_fraction", c.annealing_fraction)
+        check_int("cyclical_cycles", c.cyclical_cycles, minimum=1)
+        check_positive("cyclical_ratio", c.cyclical_ratio)
+        check_nonnegative("free_bits", c.free_bits)
+        check_nonnegative("latent_recon_weight", c.latent_recon_weight)
+        if c.latent_recon_source not in objectives.LATENT_RECON_SOURCES:
+            raise ValueError(f"latent_recon_source must be one of {tuple(objectives.LATENT_RECON_SOURCES)}, "
+                             f"got {c.latent_recon_source!r}.")
         allowed = {"beta", "decoder_variance", "decoder_variance_scale"}
         for i, entry in enumerate(c.grid):
             if not isinstance(entry, dict) or not entry or set(entry) - allowed:
@@ -360,8 +396,9 @@ class HCTResult:
     rounds: per-unit metrics dicts (per-member lists over all G * P members);
     lineage: selection events; constraints: every clustering constraint (id,
     source, parent, group, J); final: one dict per final slot (group, slot,
-    objective, report); vanilla: one dict per vanilla member (group, member,
-    report); final_state / vanilla_state: the populations at the end; pool:
+    objective, report); baselines: one dict per baseline member (group,
+    method, member, report); final_state / baseline_state: the populations at
+    the end; pool:
     the candidate priors [M]; teacher_information: I_T of the certificate's
     teacher (or None). ``consensus_member``, ``consensus_history``, ``before``
     and ``decoder_variance`` are group 0's, for single-group runs.
@@ -376,9 +413,9 @@ class HCTResult:
     lineage: list
     constraints: list
     final: list
-    vanilla: list
+    baselines: list
     final_state: Any
-    vanilla_state: Any
+    baseline_state: Any
     pool: Any
     teacher_information: float | None
     elapsed_seconds: float
@@ -400,21 +437,21 @@ class HCTResult:
         return self.groups[0]["before"]
 
     def final_summary(self, group: int = 0) -> dict:
-        """Mean/min/max of the key metrics per final objective and for the vanilla baseline, in ``group``."""
+        """Mean/min/max of the key metrics per final objective (``hct:<objective>``) and per baseline, in ``group``."""
         by_name: dict[str, list] = {}
         for slot in self.final:
             if slot["group"] == group:
-                by_name.setdefault(slot["objective"], []).append(slot["report"])
-        vanilla = [v["report"] for v in self.vanilla if v["group"] == group]
-        if vanilla:
-            by_name["vanilla"] = vanilla
+                by_name.setdefault(f"hct:{slot['objective']}", []).append(slot["report"])
+        for b in self.baselines:
+            if b["group"] == group:
+                by_name.setdefault(b["method"], []).append(b["report"])
         return {name: summarise(reps) for name, reps in by_name.items()}
 
     def to_json(self) -> dict:
         return {
             "config": self.config.to_dict(), "model_config": self.model_config.to_dict(), "dataset": self.dataset,
             "lambda_max": self.lambda_max, "groups": self.groups, "rounds": self.rounds, "lineage": self.lineage,
-            "constraints": self.constraints, "final": self.final, "vanilla": self.vanilla,
+            "constraints": self.constraints, "final": self.final, "baselines": self.baselines,
             "summary": [self.final_summary(g) for g in range(len(self.groups))],
             "teacher_information": self.teacher_information, "elapsed_seconds": self.elapsed_seconds,
         }
@@ -515,13 +552,20 @@ class _Run:
         self.G, self.P = len(self.groups), c.population_size
         self.size = self.G * self.P
         root = jax.random.key(c.seed)
-        names = ("candidates", "init", "vanilla", "eval", "select", "final", "teacher", "refit")
+        names = ("candidates", "init", "baselines", "eval", "select", "final", "teacher", "refit")
         self.keys = {n: jax.random.fold_in(root, i) for i, n in enumerate(names)}
         self.mesh = sharding.population_mesh(c.devices)
-        sharding.check_population_fits(self.size, self.mesh)
-        self.trainer = pop.Trainer(self.model, pop.TrainSettings(
-            batch_size=c.batch_size, num_samples=c.elbo_samples, grad_clip=c.grad_clip,
-            with_constraint=c.constraint_weight > 0))
+        sharding.check_population_fits(self.size, self.mesh)  # baseline populations are multiples of it
+        hct_settings = pop.TrainSettings(batch_size=c.batch_size, num_samples=c.elbo_samples, grad_clip=c.grad_clip,
+                                         with_constraint=c.constraint_weight > 0)
+        self.trainer = pop.Trainer(self.model, hct_settings)
+        base_settings = dataclasses.replace(
+            hct_settings, with_constraint="fixed_gmm" in c.baselines and c.constraint_weight > 0,
+            with_latent_recon="latent_recon" in c.baselines)
+        # one compiled program for both populations when their static settings agree
+        self.baseline_trainer = self.trainer if base_settings == hct_settings else pop.Trainer(self.model, base_settings)
+        self.methods = tuple(c.baselines)
+        self.baseline_size = self.G * len(self.methods) * self.P
         self.x_train = sharding.replicate(jnp.asarray(ds.train), self.mesh)
         n_eval = min(c.eval_points, ds.val.shape[0])
         self.x_eval = sharding.replicate(jnp.asarray(ds.val[:n_eval]), self.mesh)
@@ -578,24 +622,73 @@ class _Run:
             objective(constraint_weight=c.constraint_weight), c.learning_rate, s2, constraint_ids=ids,
             history_length=c.rounds + 1, labels=labels)
         out = {"hct": sharding.shard_population(state, self.mesh)}
-        if c.compare_vanilla:
-            std = priors.stack([priors.standard_normal(c.latent_dim, c.num_components)] * self.size)
-            # the vanilla members carry dummy labels with weight 0: same compiled program, no constraint
-            vlabels = jnp.zeros((self.size, self.ds.train.shape[0]), jnp.int32) if labels is not None else None
-            vanilla = self.trainer.init_population(
-                self._slot_keys(self.keys["vanilla"]), std, objective(analytic_kl=True), c.learning_rate, s2,
-                constraint_ids=np.full(self.size, -1), history_length=c.rounds + 1, labels=vlabels)
-            out["vanilla"] = sharding.shard_population(vanilla, self.mesh)
+        if self.methods:
+            out["baselines"] = sharding.shard_population(self._baseline_population(), self.mesh)
         return out
 
-    # ---- evaluation -----------------------------------------------------
-    def evaluate(self, state, unit: int) -> dict:
-        """Collapse report, certificate margin and within-group consensus of every member (plain lists)."""
+    def _baseline_objective(self, method: str, beta: float) -> objectives.ObjectiveParams:
         c = self.config
-        report = self.trainer.evaluate(state, self.x_eval, self._slot_keys(jax.random.fold_in(self.keys["eval"], unit)))
-        latents = self.trainer.latent_means(state, self.x_eval)
+        budget = c.rounds * c.steps_per_round + c.final_steps
+        common = dict(learn_s2=c.learn_decoder_variance, total_steps=budget)
+        if method == "vanilla":
+            return objectives.objective_params(beta=1.0, analytic_kl=True, **common)
+        if method == "beta_vae":
+            return objectives.objective_params(beta=beta, analytic_kl=True, **common)
+        if method == "annealing":
+            return objectives.objective_params(beta=beta, analytic_kl=True, schedule="linear", beta_start=0.0,
+                                               warmup_steps=int(c.annealing_fraction * budget), **common)
+        if method == "cyclical":
+            return objectives.objective_params(beta=beta, analytic_kl=True, schedule="cyclical",
+                                               num_cycles=c.cyclical_cycles, cycle_ratio=c.cyclical_ratio, **common)
+        if method == "free_bits":
+            return objectives.objective_params(beta=beta, analytic_kl=True, free_bits=c.free_bits, **common)
+        if method == "latent_recon":
+            return objectives.objective_params(beta=beta, analytic_kl=True, latent_recon_weight=c.latent_recon_weight,
+                                               latent_recon_source=c.latent_recon_source, **common)
+        return objectives.objective_params(beta=beta, constraint_weight=c.constraint_weight, **common)  # fixed_gmm
+
+    def _baseline_population(self) -> pop.PopulationState:
+        """G x B x P members (group-major, then method, then replicate slot)."""
+        c = self.config
+        std = priors.standard_normal(c.latent_dim, c.num_components)
+        members, member_priors, member_labels, s2 = [], [], [], []
+        slot_ids = np.arange(self.P) % c.num_candidates
+        n = self.ds.train.shape[0]
+        for group in self.groups:  # a loop over settings to BUILD the state; training is one program
+            for method in self.methods:
+                obj = self._baseline_objective(method, group["beta"])
+                members += [obj] * self.P
+                s2 += [group["decoder_variance"]] * self.P
+                if method == "fixed_gmm":
+                    member_priors.append(pop.take(self.pool, jnp.asarray(slot_ids)))
+                    member_labels.append(self.pool_labels[jnp.asarray(slot_ids)])
+                else:
+                    member_priors.append(jax.tree.map(lambda a: jnp.broadcast_to(a, (self.P,) + a.shape), std))
+                    member_labels.append(jnp.zeros((self.P, n), jnp.int32))
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+        prior = jax.tree.map(lambda *xs: jnp.concatenate(xs), *member_priors)
+        labels = jnp.concatenate(member_labels) if self.baseline_trainer.settings.with_constraint else None
+        keys = jnp.tile(jax.random.split(self.keys["baselines"], self.P), self.G * len(self.methods))
+        ids = np.where([m == "fixed_gmm" for m in self.methods for _ in range(self.P)] * self.G,
+                       np.tile(slot_ids, self.G * len(self.methods)), -1)
+        return self.baseline_trainer.init_population(keys, prior, stacked, c.learning_rate, np.asarray(s2),
+                                                     constraint_ids=ids, history_length=c.rounds + 1, labels=labels)
+
+    # ---- evaluation -----------------------------------------------------
+    def evaluate(self, state, unit: int, trainer: pop.Trainer | None = None) -> dict:
+        """Collapse report, certificate margin and within-group consensus of every member (plain lists).
+
+        Works for the HCT population and (with ``trainer``) the baseline population, whose
+        size is a multiple of P; groups of P consecutive members share evaluation keys.
+        """
+        c = self.config
+        trainer = trainer or self.trainer
+        size = state.step.shape[0]
+        keys = jnp.tile(jax.random.split(jax.random.fold_in(self.keys["eval"], unit), self.P), size // self.P)
+        report = trainer.evaluate(state, self.x_eval, keys)
+        latents = trainer.latent_means(state, self.x_eval)
         out = report_to_dict(report)
-        labels = _assignments(state.prior, latents).reshape(self.G, self.P, -1)
+        labels = _assignments(state.prior, latents).reshape(size // self.P, self.P, -1)
         out["consensus"] = sharding.to_host(_pairwise_ari_groups(labels, c.num_components)).reshape(-1).tolist()
         if self.head is not None:
             info, loss, margin = _margins(self.head, latents, self.teacher_eval)
@@ -758,8 +851,8 @@ def run_hct(
         unit = meta["unit"]
         phase = "rounds" if unit < c.rounds else "final"
         states["hct"], aux = run.trainer.train(states["hct"], run.x_train, c.steps_per_round)
-        if "vanilla" in states:
-            states["vanilla"], _ = run.trainer.train(states["vanilla"], run.x_train, c.steps_per_round)
+        if "baselines" in states:
+            states["baselines"], _ = run.baseline_trainer.train(states["baselines"], run.x_train, c.steps_per_round)
         record = {"unit": unit + 1, "phase": phase, "train_loss": sharding.to_host(jnp.mean(aux.loss, 0)).tolist(),
                   "nonfinite_steps": sharding.to_host(states["hct"].nonfinite_steps).tolist()}
         if phase == "rounds":
@@ -782,6 +875,10 @@ def run_hct(
                 record["consensus_member"] = chosen[0] if run.G == 1 else chosen
                 if c.final_units:
                     states["hct"] = run.final_population(states["hct"], chosen)
+                if "baselines" in states:  # fixed_gmm's single-objective phase starts with HCT's
+                    b = states["baselines"]
+                    states["baselines"] = b.replace(objective=b.objective.replace(
+                        constraint_weight=jnp.zeros_like(b.objective.constraint_weight)))
         meta["rounds"].append(record)
         meta["unit"] = unit + 1
         units_done += 1
@@ -794,7 +891,7 @@ def run_hct(
     if ckpt is not None:
         ckpt.close()
 
-    final, vanilla = [], []
+    final, baselines = [], []
     if meta["unit"] >= c.total_units:
         group_of = lambda i: i // run.P
         if c.final_units:
@@ -806,10 +903,12 @@ def run_hct(
         else:
             final = [{"group": g, "slot": m, "objective": "none", "report": meta["before"][g]}
                      for g, m in enumerate(meta["consensus"])]
-        if "vanilla" in states:
-            vev = run.evaluate(states["vanilla"], 20_000)
-            vev["collapsed"] = run.collapsed(vev).tolist()
-            vanilla = [{"group": group_of(i), "member": i, "report": _per_member(vev, i, n)} for i in range(n)]
+        if "baselines" in states:
+            bev = run.evaluate(states["baselines"], 20_000, trainer=run.baseline_trainer)
+            bev["collapsed"] = run.collapsed(bev).tolist()
+            per_group = len(run.methods) * run.P
+            baselines = [{"group": i // per_group, "method": run.methods[(i % per_group) // run.P], "member": i,
+                          "report": _per_member(bev, i, run.baseline_size)} for i in range(run.baseline_size)]
     groups = []
     for g, setting in enumerate(run.groups):
         done = meta["consensus"] is not None
@@ -819,7 +918,7 @@ def run_hct(
     return HCTResult(
         config=c, model_config=run.model, dataset=ds.name, lambda_max=run.lambda_max, groups=groups,
         rounds=meta["rounds"], lineage=meta["lineage"], constraints=meta["constraints"], final=final,
-        vanilla=vanilla, final_state=states["hct"], vanilla_state=states.get("vanilla"), pool=run.pool,
+        baselines=baselines, final_state=states["hct"], baseline_state=states.get("baselines"), pool=run.pool,
         teacher_information=None if run.teacher is None else float(run.teacher.information),
         elapsed_seconds=time.time() - t0,
     )

@@ -25,7 +25,7 @@ def _pyplot():
 
 
 def plot_rounds(result, path: str) -> str:
-    """Fitness, mutual information and active units of every member per round (+ final/vanilla)."""
+    """Fitness, mutual information and active units of every member per round (+ final phase and baselines)."""
     plt = _pyplot()
     rounds = [r for r in result.rounds if r["phase"] == "rounds"]
     x = np.arange(1, len(rounds) + 1)
@@ -39,8 +39,10 @@ def plot_rounds(result, path: str) -> str:
         if key != "fitness" and result.final:
             ax.axhline(np.mean([s["report"][key] for s in result.final]), color="C2", ls="--",
                        label="after single objective")
-        if key != "fitness" and result.vanilla:
-            ax.axhline(np.mean([v["report"][key] for v in result.vanilla]), color="C3", ls=":", label="vanilla VAE")
+        for i, method in enumerate(dict.fromkeys(b["method"] for b in result.baselines)):
+            if key != "fitness":
+                ax.axhline(np.mean([b["report"][key] for b in result.baselines if b["method"] == method]),
+                           color=f"C{3 + i}", ls=":", label=method)
         ax.set_xlabel("round")
         ax.set_xticks(x)
         ax.set_title(label, fontsize=10)

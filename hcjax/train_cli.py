@@ -1,13 +1,13 @@
 """``hcjax train``: the main job.
 
-Runs Historical Consensus Training on a data set, with a vanilla VAE
-population trained in lockstep on the same budget, prints a per-round table
+Runs Historical Consensus Training on a data set, with baseline
+populations (default: a vanilla VAE) trained in lockstep on the same budget, prints a per-round table
 and a side-by-side comparison, and writes into ``--out``:
 
 * ``config.json``: the full :class:`hcjax.hct.HCTConfig`;
 * ``metrics.jsonl``: one JSON record per unit (round or final-phase chunk);
 * ``summary.json``: the whole result (per-round metrics, lineage, final and
-  vanilla reports, summary per objective);
+  baseline reports, summary per objective and baseline);
 * ``final_model/``: the consensus model after the single-objective phase;
 * ``figures/``: fitness/MI/active units per round, lineage, latent scatter;
 * ``checkpoints/``: atomic orbax checkpoints (``--resume`` continues from them).
@@ -39,6 +39,16 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.5,2,8, got {text!r}") from None
+
+
+def _baselines(text: str) -> tuple[str, ...]:
+    from hcjax.hct import BASELINES
+
+    out = () if text.strip() == "none" else tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [b for b in out if b not in BASELINES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown baseline(s) {bad}; choose among {tuple(BASELINES)} or 'none'")
+    return out
 
 
 def _objectives(text: str) -> tuple[str, ...]:
@@ -85,8 +95,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="run one group per beta (x every --grid-s2-scale), in one compiled program")
     p.add_argument("--devices", type=int, help="number of local devices to shard the population over (default all)")
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
-    p.add_argument("--no-vanilla", action="store_false", dest="compare_vanilla", default=None,
-                   help="skip the vanilla VAE baseline")
+    p.add_argument("--baselines", type=_baselines,
+                   help="comma list of baselines trained in lockstep (default vanilla; 'none' for none): "
+                        "vanilla, beta_vae, annealing, cyclical, free_bits, latent_recon, fixed_gmm")
     p.add_argument("--no-figures", action="store_true", help="do not write figures (no matplotlib needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
 
@@ -149,8 +160,7 @@ def comparison_table(result) -> str:
     lines = [head, "-" * len(head)]
     for g, group in enumerate(result.groups):
         summary = result.final_summary(g)
-        rows = [("vanilla VAE", summary.get("vanilla"))] + [(f"HCT, then {k}", v) for k, v in summary.items()
-                                                             if k != "vanilla"]
+        rows = [(k if not k.startswith("hct:") else f"HCT, then {k[4:]}", v) for k, v in summary.items()]
         for name, s in rows:
             if not s:
                 continue
@@ -181,8 +191,9 @@ def write_figures(result, out_dir: str) -> list[str]:
     for slot in result.final[:1]:
         member = take(result.final_state, slot["slot"])
         latents[f"HCT then {slot['objective']}"] = vae.encode(member.params, x)[0]
-    if result.vanilla_state is not None:
-        latents["vanilla VAE (member 0)"] = vae.encode(take(result.vanilla_state, 0).params, x)[0]
+    if result.baseline_state is not None:
+        first = result.baselines[0]
+        latents[f"{first['method']} (member 0)"] = vae.encode(take(result.baseline_state, 0).params, x)[0]
     colours = ds.val_labels[: c.eval_points] if ds.val_labels is not None else None
     paths.append(plotting.plot_latents(jax.device_get(latents), colours, os.path.join(fig_dir, "latents.png"),
                                        "encoder means on held-out data, coloured by true cluster/class"))

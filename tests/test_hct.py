@@ -36,8 +36,8 @@ def test_hct_keeps_latents_alive_where_the_vanilla_vae_collapses(small_run):
         assert slot["objective"] == "fixed"
         assert slot["report"]["active_units"] >= 1
         assert slot["report"]["mutual_info"] >= 0.5
-    assert len(result.vanilla) == 4
-    assert all(v["report"]["active_units"] == 0 for v in result.vanilla)
+    assert len(result.baselines) == 4 and {b["method"] for b in result.baselines} == {"vanilla"}
+    assert all(b["report"]["active_units"] == 0 for b in result.baselines)
 
 
 def test_rounds_lineage_and_histories_are_recorded(small_run):
@@ -123,11 +123,35 @@ def test_a_grid_group_equals_the_single_group_run_with_its_settings():
     for a, b in zip(jax.tree.leaves(without_ids(both.final_state)), jax.tree.leaves(without_ids(alone.final_state))):
         np.testing.assert_allclose(np.asarray(a)[p:], np.asarray(b), rtol=2e-4, atol=2e-5)
     for i in range(p):
-        np.testing.assert_allclose(both.vanilla[p + i]["report"]["elbo"], alone.vanilla[i]["report"]["elbo"],
+        np.testing.assert_allclose(both.baselines[p + i]["report"]["elbo"], alone.baselines[i]["report"]["elbo"],
                                    rtol=1e-4)
     # the two groups really differ in their settings
     np.testing.assert_allclose(np.exp(np.asarray(both.final_state.log_s2)[[0, p]]),
                                [0.5 * both.lambda_max, 4.0 * both.lambda_max], rtol=1e-5)
+
+
+def test_every_baseline_trains_in_lockstep_with_its_own_objective():
+    from hcjax import schedules
+
+    cfg = HCTConfig(**(TINY | {"rounds": 2, "final_steps": 40, "baselines": tuple(hct.BASELINES), "beta": 2.0}))
+    result = run_hct(cfg)
+    p, methods = cfg.population_size, list(hct.BASELINES)
+    assert [b["method"] for b in result.baselines] == [m for m in methods for _ in range(p)]
+    obj = result.baseline_state.objective
+    at = lambda name: methods.index(name) * p
+    np.testing.assert_allclose(obj.beta[at("vanilla")], 1.0)
+    np.testing.assert_allclose(obj.beta[at("beta_vae")], 2.0)
+    assert int(obj.schedule[at("annealing")]) == schedules.LINEAR
+    assert int(obj.schedule[at("cyclical")]) == schedules.CYCLICAL
+    np.testing.assert_allclose(obj.free_bits[at("free_bits")], cfg.free_bits)
+    np.testing.assert_allclose(obj.latent_recon_weight[at("latent_recon")], cfg.latent_recon_weight)
+    # fixed_gmm: a GMM prior, no analytic KL, and its constraint switched off for the single-objective phase
+    assert not bool(obj.analytic_kl[at("fixed_gmm")]) and bool(obj.analytic_kl[at("vanilla")])
+    np.testing.assert_array_equal(obj.constraint_weight, 0.0)
+    budget = cfg.rounds * cfg.steps_per_round + cfg.final_steps
+    np.testing.assert_array_equal(result.baseline_state.step, budget)
+    summary = result.final_summary()
+    assert set(summary) == set(methods) | {"hct:fixed"}
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -146,6 +170,7 @@ def test_a_grid_group_equals_the_single_group_run_with_its_settings():
     (dict(candidate_components=(5,), num_components=4), "candidate_components entry must be <= 4"),
     (dict(teacher_classes=(4,), latent_dim=2, certificate=True), "teacher_classes entry must be <= 3"),
     (dict(grid=({"sigma": 1.0},)), r"grid\[0\] must be a non-empty dict"),
+    (dict(baselines=("vanilla", "wake_sleep")), "baselines must be distinct names"),
     (dict(grid=({"beta": -1.0},)), r"grid\[0\]\['beta'\] must be finite and >= 0"),
 ])
 def test_bad_config_raises_before_any_work(changes, match):
@@ -228,7 +253,7 @@ print(json.dumps({"devices": len(jax.devices()), "shards": len(leaf.sharding.dev
 
 
 def test_population_sharded_over_4_devices_equals_the_unsharded_run():
-    cfg = TINY | {"rounds": 2, "final_steps": 40, "compare_vanilla": False}
+    cfg = TINY | {"rounds": 2, "final_steps": 40, "baselines": ()}
     env = _env()
     env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     out = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, json.dumps(cfg)], env=env, capture_output=True,
