@@ -120,8 +120,13 @@ class HCTConfig:
     one group of P members per entry, all trained in the SAME compiled
     program (G * P members in total), with selection, consensus and the final
     phase done per group. Group g's slot j starts from the same network
-    initialisation and candidate as slot j of every other group (common
-    random numbers). An empty grid is one group with the scalar settings.
+    initialisation and candidate as slot j of every other group with the same
+    ``replicate`` (common random numbers); an entry's optional integer
+    ``replicate`` > 0 draws all of that group's randomness (initialisation,
+    minibatches, selection, refits) from ``fold_in(root, 10000 + replicate)``,
+    so repeated settings with different replicates are independent seeds
+    (the candidate pool, fitted once from the data, is shared). An empty grid
+    is one group with the scalar settings.
     Population: ``population_size`` P, ``rounds`` R, ``steps_per_round`` T,
     ``num_pruned`` K per round, ``batch_size``, ``learning_rate``,
     ``grad_clip``, ``elbo_samples``.
@@ -292,7 +297,7 @@ class HCTConfig:
         if c.latent_recon_source not in objectives.LATENT_RECON_SOURCES:
             raise ValueError(f"latent_recon_source must be one of {tuple(objectives.LATENT_RECON_SOURCES)}, "
                              f"got {c.latent_recon_source!r}.")
-        allowed = {"beta", "decoder_variance", "decoder_variance_scale"}
+        allowed = {"beta", "decoder_variance", "decoder_variance_scale", "replicate"}
         for i, entry in enumerate(c.grid):
             if not isinstance(entry, dict) or not entry or set(entry) - allowed:
                 raise ValueError(f"grid[{i}] must be a non-empty dict with keys among {sorted(allowed)}, got {entry!r}.")
@@ -300,6 +305,8 @@ class HCTConfig:
                 raise ValueError(f"grid[{i}] gives both decoder_variance and decoder_variance_scale; give one.")
             if "beta" in entry:
                 check_nonnegative(f"grid[{i}]['beta']", entry["beta"])
+            if "replicate" in entry:
+                check_int(f"grid[{i}]['replicate']", entry["replicate"], minimum=0)
             for key in ("decoder_variance", "decoder_variance_scale"):
                 if key in entry:
                     check_positive(f"grid[{i}][{key!r}]", entry[key])
@@ -341,7 +348,8 @@ class HCTConfig:
                 s2 = float(self.decoder_variance)
             else:
                 s2 = float(self.decoder_variance_scale) * lambda_max
-            return {"beta": beta, "decoder_variance": s2, "decoder_variance_scale": s2 / lambda_max}
+            return {"beta": beta, "decoder_variance": s2, "decoder_variance_scale": s2 / lambda_max,
+                    "replicate": int(entry.get("replicate", 0))}
 
         return [resolve(e) for e in (self.grid or ({},))]
 
@@ -554,6 +562,10 @@ class _Run:
         root = jax.random.key(c.seed)
         names = ("candidates", "init", "baselines", "eval", "select", "final", "teacher", "refit")
         self.keys = {n: jax.random.fold_in(root, i) for i, n in enumerate(names)}
+        # every group draws from its own root: the run's root, or fold_in(root, replicate) for replicate groups
+        group_roots = [root if g["replicate"] == 0 else jax.random.fold_in(root, 10_000 + g["replicate"])
+                       for g in self.groups]
+        self.group_keys = {n: jnp.stack([jax.random.fold_in(r, i) for r in group_roots]) for i, n in enumerate(names)}
         self.mesh = sharding.population_mesh(c.devices)
         sharding.check_population_fits(self.size, self.mesh)  # baseline populations are multiples of it
         hct_settings = pop.TrainSettings(batch_size=c.batch_size, num_samples=c.elbo_samples, grad_clip=c.grad_clip,
@@ -599,9 +611,16 @@ class _Run:
         self.head = teachers.witness_for(self.teacher, c.latent_dim)
         self.teacher_eval = sharding.replicate(teachers.teacher_probs(self.teacher, self.ds.val[:n_eval]), self.mesh)
 
-    def _slot_keys(self, key) -> jax.Array:
-        """P keys repeated for every group: slot j of each group shares its randomness."""
-        return jnp.tile(jax.random.split(key, self.P), self.G)
+    def _member_keys(self, name: str, *folds: int, copies: int = 1) -> jax.Array:
+        """Keys of a group-major population: P keys per group (repeated ``copies`` times within the group).
+
+        Slot j of groups with the same replicate shares its randomness (common random numbers).
+        """
+        keys = self.group_keys[name]
+        for f in folds:
+            keys = jax.vmap(lambda k: jax.random.fold_in(k, f))(keys)
+        per_group = jax.vmap(lambda k: jax.random.split(k, self.P))(keys)  # [G, P]
+        return jnp.tile(per_group, (1, copies)).reshape(-1)
 
     def _group_vector(self, name: str) -> np.ndarray:
         return np.repeat([g[name] for g in self.groups], self.P)
@@ -618,7 +637,7 @@ class _Run:
 
         labels = self.pool_labels[jnp.asarray(ids)] if c.constraint_weight > 0 else None
         state = self.trainer.init_population(
-            self._slot_keys(self.keys["init"]), pop.take(self.pool, jnp.asarray(ids)),
+            self._member_keys("init"), pop.take(self.pool, jnp.asarray(ids)),
             objective(constraint_weight=c.constraint_weight), c.learning_rate, s2, constraint_ids=ids,
             history_length=c.rounds + 1, labels=labels)
         out = {"hct": sharding.shard_population(state, self.mesh)}
@@ -668,7 +687,7 @@ class _Run:
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
         prior = jax.tree.map(lambda *xs: jnp.concatenate(xs), *member_priors)
         labels = jnp.concatenate(member_labels) if self.baseline_trainer.settings.with_constraint else None
-        keys = jnp.tile(jax.random.split(self.keys["baselines"], self.P), self.G * len(self.methods))
+        keys = self._member_keys("baselines", copies=len(self.methods))
         ids = np.where([m == "fixed_gmm" for m in self.methods for _ in range(self.P)] * self.G,
                        np.tile(slot_ids, self.G * len(self.methods)), -1)
         return self.baseline_trainer.init_population(keys, prior, stacked, c.learning_rate, np.asarray(s2),
@@ -684,7 +703,7 @@ class _Run:
         c = self.config
         trainer = trainer or self.trainer
         size = state.step.shape[0]
-        keys = jnp.tile(jax.random.split(jax.random.fold_in(self.keys["eval"], unit), self.P), size // self.P)
+        keys = self._member_keys("eval", unit, copies=size // self.size)
         report = trainer.evaluate(state, self.x_eval, keys)
         latents = trainer.latent_means(state, self.x_eval)
         out = report_to_dict(report)
@@ -725,10 +744,11 @@ class _Run:
         c = self.config
         k = c.num_pruned
         fit, order, tier = self._rank(ev)
-        key = jax.random.fold_in(self.keys["select"], round_index)
-        k_parent, k_child, k_refit = jax.random.split(key, 3)
-        parents_local = jax.vmap(lambda o, f: selection.choose_parents(o, f, k_parent, k, c.parent_selection,
-                                                                       c.tournament_size))(order, jnp.asarray(fit))
+        keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, round_index), 3))(self.group_keys["select"])
+        k_parent, k_child, k_refit = keys[:, 0], keys[:, 1], keys[:, 2]  # one key per group each
+        parents_local = jax.vmap(lambda o, f, kp: selection.choose_parents(o, f, kp, k, c.parent_selection,
+                                                                           c.tournament_size))(
+            order, jnp.asarray(fit), k_parent)
         offset = (jnp.arange(self.G) * self.P)[:, None]
         pruned = (order[:, self.P - k:] + offset).reshape(-1)  # global slots [G * K]
         parents = (parents_local + offset).reshape(-1)
@@ -743,7 +763,7 @@ class _Run:
             start = meta["next_refit"]
             active = jnp.tile(jnp.asarray([c.candidate_components[(start + i) % len(c.candidate_components)]
                                            for i in range(k)], jnp.int32), self.G)
-            fits = clustering.fit_gmms(latents[:, : self.n_fit], jnp.tile(jax.random.split(k_refit, k), self.G),
+            fits = clustering.fit_gmms(latents[:, : self.n_fit], jax.vmap(lambda kk: jax.random.split(kk, k))(k_refit).reshape(-1),
                                        c.num_components, c.em_iters, num_active=active, reg_covar=c.em_reg_covar)
             new_priors = _gmm_priors(fits.gmm, 1.0, c.uniform_weights)
             new_labels = _predict_all(fits.gmm, latents) if state.labels is not None else None
@@ -762,7 +782,7 @@ class _Run:
             new_labels = self.pool_labels[jnp.asarray(idx)] if state.labels is not None else None
             ids = idx
         event["new_ids"] = list(map(int, ids))
-        child_keys = jnp.tile(jax.random.split(k_child, k), self.G)
+        child_keys = jax.vmap(lambda kk: jax.random.split(kk, k))(k_child).reshape(-1)
         state = _reseed(state, pruned, parents, new_priors, jnp.asarray(ids, jnp.int32), child_keys,
                         jnp.int32(round_index), new_labels)
         return sharding.shard_population(state, self.mesh), event
@@ -787,7 +807,7 @@ class _Run:
                                       for j in range(self.P)], jnp.int32), self.G)
         source = jnp.repeat(jnp.asarray(chosen, jnp.int32), self.P)
         standard = priors.standard_normal(c.latent_dim, c.num_components)
-        out = _final_population(state, source, codes, self._slot_keys(self.keys["final"]), standard)
+        out = _final_population(state, source, codes, self._member_keys("final"), standard)
         return sharding.shard_population(out, self.mesh)
 
 

@@ -130,6 +130,16 @@ def test_a_grid_group_equals_the_single_group_run_with_its_settings():
                                [0.5 * both.lambda_max, 4.0 * both.lambda_max], rtol=1e-5)
 
 
+def test_replicate_groups_are_independent_seeds_and_equal_settings_share_randomness():
+    grid = ({"beta": 1.0}, {"beta": 1.0, "replicate": 1}, {"beta": 1.0})
+    result = run_hct(HCTConfig(**(TINY | {"rounds": 2, "final_steps": 40, "baselines": (), "grid": grid})))
+    leaf = np.asarray(jax.tree.leaves(result.final_state.params)[0])
+    p = TINY["population_size"]
+    np.testing.assert_array_equal(leaf[:p], leaf[2 * p:])  # same settings, same replicate: identical
+    assert not np.allclose(leaf[:p], leaf[p:2 * p])  # another replicate: another seed
+    assert [g["replicate"] for g in result.groups] == [0, 1, 0]
+
+
 def test_every_baseline_trains_in_lockstep_with_its_own_objective():
     from hcjax import schedules
 
