@@ -11,6 +11,7 @@ STAMP  := $(VENV)/.hcjax-installed
 .PHONY: demo test install bench clean
 
 demo: $(STAMP)
+	rm -rf runs/demo
 	$(BIN)/hcjax train --out runs/demo
 
 test: $(STAMP)
