@@ -14,7 +14,12 @@ selection and metrics; choose P accordingly or pass fewer devices.
 
 On several hosts, call :func:`initialize_distributed` (a thin wrapper over
 ``jax.distributed.initialize``) in every process before anything else touches
-JAX; the mesh then spans every process's devices.
+JAX; the mesh then spans every process's devices. Every process runs the same
+program (SPMD): host-side values that every process computes identically
+(data, candidate pool, selection decisions made from gathered metrics) are
+placed with :func:`replicate` / :func:`shard_population`, and arrays spread
+over several processes are read on the host only through :func:`to_host` or
+:func:`host_local`, which every process must call (they are collectives).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from hcjax._validate import check_int
 
 __all__ = [
     "POP_AXIS",
@@ -32,7 +39,9 @@ __all__ = [
     "shard_population",
     "replicate",
     "initialize_distributed",
+    "is_main_process",
     "to_host",
+    "host_local",
 ]
 
 POP_AXIS = "pop"
@@ -42,6 +51,9 @@ def population_mesh(num_devices: int | None = None, devices=None) -> Mesh:
     """A 1-D mesh named ``"pop"`` over ``devices`` (default: all global devices, or the first ``num_devices``)."""
     if devices is None:
         devices = jax.devices()
+        if num_devices is not None and jax.process_count() > 1 and num_devices != len(devices):
+            raise ValueError(f"num_devices={num_devices} in a run of {jax.process_count()} processes: a multi-process "
+                             f"run shards over all {len(devices)} global devices; leave num_devices (--devices) unset.")
         if num_devices is not None:
             if not 1 <= num_devices <= len(devices):
                 raise ValueError(f"num_devices must be in [1, {len(devices)}] (devices visible to JAX), "
@@ -96,16 +108,54 @@ def replicate(tree, mesh: Mesh):
     return _put(tree, replicated_sharding(mesh))
 
 
-def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int,
-                           local_device_ids=None) -> None:
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, local_device_ids=None,
+                           initialization_timeout: int = 300) -> None:
     """Join a multi-process JAX run (call first, in every process).
+
+    Args:
+      coordinator_address: ``"HOST:PORT"`` of process 0 (reachable from every
+        process; process 0 listens on PORT).
+      num_processes: total number of processes (>= 1).
+      process_id: this process's index in ``[0, num_processes)``.
+      local_device_ids: optional subset of this host's devices to use.
+      initialization_timeout: seconds to wait for every process to join.
+
+    With all three of ``coordinator_address``, ``num_processes`` and
+    ``process_id`` left as None, JAX detects them from the cluster environment
+    (SLURM, Open MPI, Cloud TPU pods, ...). Giving ``num_processes`` or
+    ``process_id`` without ``coordinator_address`` (or the reverse) is an error.
 
     Cross-process collectives of CPU devices use gloo (the setting does not
     affect GPU/TPU). Nothing may touch a JAX backend before this call.
     """
+    given = {"num_processes": num_processes, "process_id": process_id}
+    if coordinator_address is None:
+        missing = [k for k, v in given.items() if v is not None]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} given without coordinator_address; pass "
+                             "coordinator_address='HOST:PORT' (the address of process 0), or none of the three "
+                             "to let JAX detect them from the cluster environment.")
+    else:
+        host, sep, port = str(coordinator_address).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"coordinator_address must be 'HOST:PORT' with PORT in 1..65535, "
+                             f"got {coordinator_address!r}.")
+        missing = [k for k, v in given.items() if v is None]
+        if missing:
+            raise ValueError(f"coordinator_address={coordinator_address!r} needs {' and '.join(missing)} too.")
+        check_int("num_processes", num_processes, minimum=1)
+        check_int("process_id", process_id, minimum=0, maximum=num_processes - 1)
+    check_int("initialization_timeout", initialization_timeout, minimum=1)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id, local_device_ids=local_device_ids)
+                               process_id=process_id, local_device_ids=local_device_ids,
+                               initialization_timeout=initialization_timeout)
+
+
+def is_main_process() -> bool:
+    """True in process 0 (the one that writes files and prints in a multi-process run)."""
+    return jax.process_index() == 0
 
 
 def to_host(x) -> np.ndarray:
@@ -115,3 +165,15 @@ def to_host(x) -> np.ndarray:
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
+
+
+def host_local(x):
+    """``x`` itself when this process can read all of it, else a gathered NumPy copy (every process must call it).
+
+    Use before handing a computed array to host-side code (validation,
+    NumPy) in code that also runs multi-process; single-process runs get
+    ``x`` back unchanged.
+    """
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+        return to_host(x)
+    return x

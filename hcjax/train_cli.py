@@ -11,6 +11,15 @@ and a side-by-side comparison, and writes into ``--out``:
 * ``final_model/``: the consensus model after the single-objective phase;
 * ``figures/``: fitness/MI/active units per round, lineage, latent scatter;
 * ``checkpoints/``: atomic orbax checkpoints (``--resume`` continues from them).
+
+Several processes (hosts): start the same command in every process with
+``--coordinator HOST:PORT --num-processes N --process-id I`` (or
+``--distributed`` alone on a cluster JAX can read, e.g. SLURM or a Cloud TPU
+pod). Each process joins with :func:`hcjax.sharding.initialize_distributed`
+before anything touches JAX, the population is sharded over the devices of
+all processes, and only process 0 prints and writes files (checkpoints are
+written by all processes together; ``--out`` must be a directory every
+process can reach, e.g. a shared file system).
 """
 
 from __future__ import annotations
@@ -94,6 +103,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid-beta", type=_floats, dest="grid_beta",
                    help="run one group per beta (x every --grid-s2-scale), in one compiled program")
     p.add_argument("--devices", type=int, help="number of local devices to shard the population over (default all)")
+    dist = p.add_argument_group("several processes (hosts)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="join a multi-process run; alone, JAX detects the cluster (SLURM, Open MPI, TPU pod)")
+    dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (implies --distributed)")
+    dist.add_argument("--num-processes", type=int, dest="num_processes", help="total number of processes")
+    dist.add_argument("--process-id", type=int, dest="process_id", help="this process's index in [0, N)")
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     p.add_argument("--baselines", type=_baselines,
                    help="comma list of baselines trained in lockstep (default vanilla; 'none' for none): "
@@ -200,29 +215,76 @@ def write_figures(result, out_dir: str) -> list[str]:
     return paths
 
 
+def distributed_settings(args: argparse.Namespace) -> dict | None:
+    """The ``initialize_distributed`` arguments from the command line (None: a single-process run).
+
+    Raises ValueError naming the flag when the combination is incomplete.
+    """
+    coordinator = getattr(args, "coordinator", None)
+    num, pid = getattr(args, "num_processes", None), getattr(args, "process_id", None)
+    if not (getattr(args, "distributed", False) or coordinator is not None or num is not None or pid is not None):
+        return None
+    if coordinator is None and (num is not None or pid is not None):
+        flags = " and ".join(f for f, v in (("--num-processes", num), ("--process-id", pid)) if v is not None)
+        raise ValueError(f"{flags} given without --coordinator HOST:PORT (the address of process 0); give all "
+                         "three, or --distributed alone to let JAX read the cluster environment.")
+    if coordinator is not None:
+        host, sep, port = coordinator.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:8476), got {coordinator!r}.")
+        if num is None or pid is None:
+            raise ValueError("--coordinator needs --num-processes N and --process-id I too.")
+        if num < 1:
+            raise ValueError(f"--num-processes must be >= 1, got {num}.")
+        if not 0 <= pid < num:
+            raise ValueError(f"--process-id must be in [0, {num - 1}] for --num-processes {num}, got {pid}.")
+        if getattr(args, "devices", None) is not None:
+            raise ValueError("--devices cannot be combined with a multi-process run (the population is sharded "
+                             "over every device of every process).")
+    return {"coordinator_address": coordinator, "num_processes": num, "process_id": pid}
+
+
 def run(args: argparse.Namespace) -> int:
     from hcjax.checkpoint import CheckpointError
-    from hcjax.hct import run_hct, save_final_model
 
     try:
+        dist = distributed_settings(args)
         config = build_config(args).validate()
     except (ValueError, TypeError) as exc:
         print(f"hcjax train: error: {exc}", file=sys.stderr)
         return 2
+    from hcjax import sharding  # imports jax, touches no backend
+
+    if dist is not None:  # before anything touches a JAX backend
+        try:
+            sharding.initialize_distributed(**dist)
+        except (ValueError, RuntimeError) as exc:
+            print(f"hcjax train: error: could not join the multi-process run: {exc}", file=sys.stderr)
+            return 2
+    import jax
+
+    from hcjax.hct import run_hct, save_final_model
+
+    main = sharding.is_main_process()
+    if not main:  # every process trains; only process 0 prints and writes files
+        args.quiet, args.no_figures = True, True
     os.makedirs(args.out, exist_ok=True)
-    config.save_json(os.path.join(args.out, "config.json"))
+    if main:
+        config.save_json(os.path.join(args.out, "config.json"))
     if not args.quiet:
         s2 = f"{config.decoder_variance}" if config.decoder_variance is not None else \
             f"{config.decoder_variance_scale} x lambda_max"
         print(f"hcjax train: dataset={config.dataset} P={config.population_size} R={config.rounds} "
-              f"T={config.steps_per_round} final={config.final_steps} s2={s2} beta={config.beta} -> {args.out}",
-              flush=True)
+              f"T={config.steps_per_round} final={config.final_steps} s2={s2} beta={config.beta} -> {args.out} "
+              f"on {jax.device_count()} devices ({jax.process_count()} processes)", flush=True)
     try:
         result = run_hct(config, out_dir=args.out, resume=args.resume,
                          progress=_Progress(config.rounds, args.quiet))
     except (ValueError, TypeError, CheckpointError) as exc:
         print(f"hcjax train: error: {exc}", file=sys.stderr)
         return 2
+    if not main:
+        return 0
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(result.to_json(), f, indent=1)
     if result.final:

@@ -189,10 +189,13 @@ def select(tree, m):
     return jax.tree.map(lambda a: a[m], tree)
 
 
-def assert_trees_close(a, b, atol=1e-5):
+def assert_trees_close(a, b, atol=1e-5, rtol=1e-4):
+    """Equal up to float32 round-off: a vmapped fit batches the E/M-step matmuls, so its sums are accumulated in a
+    different order than a single fit's, and EM carries those ~1e-7 relative differences through ITERS iterations
+    (measured: up to 4e-5 relative). A fit that mixed up members or data would differ at O(1)."""
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        np.testing.assert_allclose(np.asarray(leaf_a, np.float64), np.asarray(leaf_b, np.float64), rtol=1e-5, atol=atol)
+        np.testing.assert_allclose(np.asarray(leaf_a, np.float64), np.asarray(leaf_b, np.float64), rtol=rtol, atol=atol)
 
 
 def test_fit_gmms_equals_separate_fits_on_shared_data():

@@ -38,6 +38,30 @@ def test_population_equals_separate_single_member_runs(trainer):
     assert aux.loss.shape == (25, P)
 
 
+def test_member_groups_give_the_same_members_as_one_vmap(trainer):
+    """member_chunk reorders the work (lax.map over groups of the scan), not the result or the member order."""
+    state = make_state(trainer, beta=(0.5, 1.0, 2.0))
+    six = jax.tree.map(lambda a: jnp.concatenate([a, a[::-1]]), state)  # P = 6, members differ pairwise
+    together, aux = trainer.train(six, DATA, 15)
+    grouped_trainer = pop.Trainer(MODEL, pop.TrainSettings(batch_size=16, member_chunk=4))  # groups of 3
+    grouped, aux_g = grouped_trainer.train(six, DATA, 15)
+    for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(grouped)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert aux_g.loss.shape == (15, 6)
+    np.testing.assert_allclose(aux_g.loss, aux.loss, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(aux.loss[:, 0], aux.loss[:, 1])  # a swapped member order would be caught
+
+
+def test_member_group_size():
+    assert pop.member_group_size(256, None) == 256
+    assert pop.member_group_size(256, 16) == 16
+    assert pop.member_group_size(6, 4) == 3
+    assert pop.member_group_size(7, 4) == 1  # a prime P: one member at a time
+    assert pop.member_group_size(8, 100) == 8
+    with pytest.raises(ValueError, match="member_chunk"):
+        pop.TrainSettings(member_chunk=0)
+
+
 def test_training_reduces_the_loss_and_is_deterministic(trainer):
     state = make_state(trainer)
     a, aux_a = trainer.train(state, DATA, 200)
