@@ -149,9 +149,10 @@ def check_layout(result: hct.HCTResult) -> None:
     """Assert the group-major layout the table relies on (read from hcjax.hct)."""
     p = result.config.population_size
     methods = result.config.baselines
+    objectives = result.config.final_objectives
     for slot in result.final:  # final slot i: group i // P, objective cyclic over the slots of the group
         i = slot["slot"]
-        assert slot["group"] == i // p and slot["objective"] == OBJECTIVES[(i % p) % len(OBJECTIVES)], slot
+        assert slot["group"] == i // p and slot["objective"] == objectives[(i % p) % len(objectives)], slot
     per_group = len(methods) * p
     for b in result.baselines:  # baseline member i: group-major, then method, then replicate
         i = b["member"]

@@ -67,6 +67,10 @@ beta), but not on digits at high s2; under a learnable prior or N(0, I)
 collapse returns as often as for the baselines; and the ``fixed_gmm``
 ablation (no population, no selection) keeps its latents at least as well,
 so in this design the barrier comes from the fixed sharp mixture prior.
+Selection on held-out ELBO (``fitness="elbo"``, the default) favours members
+near collapse (past the threshold collapse has the better ELBO): on the
+hardest digits settings ``fitness="consensus"`` kept the latents where ELBO
+fitness lost them (experiments/fitness_ablation.py).
 
 Every unit of work (a round, or a chunk of ``steps_per_round`` steps of the
 final phase) ends with an optional atomic checkpoint; ``run_hct(...,
