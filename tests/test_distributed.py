@@ -93,7 +93,10 @@ def test_two_processes_equal_a_single_process_run(tmp_path):
     out0, out1 = outputs["process 0"][1], outputs["process 1"][1]
     assert "on 4 devices (2 processes)" in out0
     assert "round" in out0 and "consensus" in out0
-    assert [line for line in out1.splitlines() if line.strip() and not line.startswith("[Gloo]")] == []
+    # process 1 prints none of hcjax's reports (its stdout may hold gloo's own connection messages, which gloo
+    # writes in pieces, so they are not filtered line by line: hcjax's markers must be absent instead)
+    for marker in ("hcjax train", "round", "consensus", "lambda_max", "done in", "active units"):
+        assert marker not in out1, f"process 1 printed {marker!r}:\n{out1[-2000:]}"
 
     # same final model and same summary as the single-process run with the same seed
     with np.load(os.path.join(dist_out, "final_model", "params.npz")) as a, \
