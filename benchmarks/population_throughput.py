@@ -222,15 +222,21 @@ def torch_priors(shape, p, seed=0):
     return torch.zeros(p, j), 2.0 * torch.randn(p, j, d, generator=g), torch.zeros(p, j, d)
 
 
+def torch_members(shape, p, seed=0):
+    """P freshly initialised torch VAEs (seeded), their GMM priors ([P, J], [P, J, d], [P, J, d]) and log s2."""
+    import torch
+
+    vae = torch_builders(shape)
+    torch.manual_seed(seed)
+    priors = torch_priors(shape, p, seed)
+    return [vae() for _ in range(p)], priors, torch.zeros(())
+
+
 def make_torch_loop(shape, p, data, seed=0):
     """(c): PyTorch eager, a Python loop over members."""
     import torch
 
-    VAE = torch_builders(shape)
-    torch.manual_seed(seed)
-    logits, means, log_vars = torch_priors(shape, p, seed)
-    log_s2 = torch.zeros(())
-    models = [VAE() for _ in range(p)]
+    models, (logits, means, log_vars), log_s2 = torch_members(shape, p, seed)
     opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
     n, b, d = data.shape[0], shape["batch"], shape["latent_dim"]
 
@@ -257,11 +263,7 @@ def make_torch_vmap(shape, p, data, seed=0):
     import torch
     from torch.func import functional_call, stack_module_state, vmap
 
-    VAE = torch_builders(shape)
-    torch.manual_seed(seed)
-    logits, means, log_vars = torch_priors(shape, p, seed)
-    log_s2 = torch.zeros(())
-    models = [VAE() for _ in range(p)]
+    models, (logits, means, log_vars), log_s2 = torch_members(shape, p, seed)
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
     del models
@@ -611,7 +613,6 @@ def main(argv=None) -> int:
         populations, args.member_steps, args.repeats = [1, 4], 16, 2
         args.name = args.name + "_quick"
 
-    import jax
     import numpy as np
 
     _common.disable_persistent_cache()

@@ -49,11 +49,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import math
 import os
-import shlex
 import sys
 import time
 
@@ -66,6 +64,7 @@ import numpy as np  # noqa: E402
 from hcjax import diagnostics, hct  # noqa: E402
 from hcjax.hct import HCTConfig, run_hct  # noqa: E402
 from hcjax.models import make_vae  # noqa: E402
+from _command import write_command  # noqa: E402
 
 S2_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 BETAS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -426,13 +425,7 @@ def main(argv=None) -> int:
     for name, d in per_dataset.items():
         heatmaps(name, d["table"], "mutual_info", args.out, "mutual information (nats)")
         heatmaps(name, d["table"], "margin", args.out, "certificate margin (nats)")
-    cmd = "python experiments/barrier_study.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    path = os.path.join(args.out, "COMMAND.txt")
-    lines = open(path).read().splitlines() if os.path.exists(path) else []
-    if cmd.strip() not in lines:
-        lines.append(cmd.strip())
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_command(args.out, __file__, argv, append=True)
     return 0
 
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -59,6 +58,7 @@ from hcjax import population as pop  # noqa: E402
 from hcjax.checkpoint import Checkpointer  # noqa: E402
 from hcjax.data import load_dataset  # noqa: E402
 from hcjax.models import ModelConfig  # noqa: E402
+from _command import write_command  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "certificate_protocol")
@@ -247,9 +247,7 @@ def main(argv=None) -> int:
         print(f"{key:22s} margin mean {v['margin_mean']:+.4f} [{v['margin_min']:+.4f}, {v['margin_max']:+.4f}] "
               f"certified {v['certified_seeds']}/{v['seeds']}  MI {v['mutual_info_mean']:.3f}  "
               f"AU {v['active_units_mean']:.2f}")
-    with open(os.path.join(args.out, "COMMAND.txt"), "w") as f:
-        f.write("python experiments/certificate_protocol.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-                + "\n")
+    write_command(args.out, __file__, argv)
     return 0
 
 

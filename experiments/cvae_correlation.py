@@ -44,7 +44,6 @@ import csv
 import json
 import math
 import os
-import shlex
 import sys
 import time
 
@@ -54,6 +53,7 @@ import numpy as np
 import optax
 
 from hcjax import linear_conditional as lc
+from _command import write_command
 
 ETA_DEC = 0.5
 BETA = 1.0
@@ -206,9 +206,7 @@ def main(argv=None) -> int:
     if args.rows <= 2 * args.dim:
         parser.error(f"--rows must exceed 2 * --dim = {2 * args.dim} (the moments must be full rank)")
     os.makedirs(args.out, exist_ok=True)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
-    with open(os.path.join(args.out, "COMMAND.txt"), "w") as f:
-        f.write(command + "\n")
+    command = write_command(args.out, __file__, argv)
     start = time.perf_counter()
     d = args.dim
     rng = np.random.default_rng(args.seed)
@@ -233,22 +231,22 @@ def main(argv=None) -> int:
     P = len(SETTINGS)
     common = dict(steps=args.steps, batch_size=args.batch_size, lr=1e-2, final_lr=1e-4)
 
-    t0 = time.perf_counter()
-    lin0 = jax.vmap(lambda k: init_linear(k, d, d, d))(jax.random.split(k_lin, P))
-    lin, lin_loss = train_population(apply_linear, lin0, data_x, data_y, k_t1, **common)
-    lin_kl, lin_frac, lin_negelbo = evaluate(apply_linear, lin, data_x, data_y, k_ev1)
-    lin_held = evaluate(apply_linear, lin, held_x, held_y, k_ev1)[2]
-    jax.block_until_ready(lin_kl)
-    t_lin = time.perf_counter() - t0
-    print(f"linear CVAE population trained in {t_lin:.0f}s", flush=True)
-    t0 = time.perf_counter()
-    relu0 = jax.vmap(lambda k: init_relu(k, d, d, d, args.hidden))(jax.random.split(k_relu, P))
-    relu, relu_loss = train_population(apply_relu, relu0, data_x, data_y, k_t2, **common)
-    relu_kl, relu_frac, relu_negelbo = evaluate(apply_relu, relu, data_x, data_y, k_ev2)
-    relu_held = evaluate(apply_relu, relu, held_x, held_y, k_ev2)[2]
-    jax.block_until_ready(relu_kl)
-    t_relu = time.perf_counter() - t0
-    print(f"ReLU CVAE population trained in {t_relu:.0f}s", flush=True)
+    def fit(label, init, apply, k_init, k_train, k_eval):
+        """Train one model family as a population (one member per setting); evaluate on train and held-out rows."""
+        t0 = time.perf_counter()
+        params, loss = train_population(apply, jax.vmap(init)(jax.random.split(k_init, P)), data_x, data_y, k_train,
+                                        **common)
+        kl, frac, negelbo = evaluate(apply, params, data_x, data_y, k_eval)
+        held_negelbo = evaluate(apply, params, held_x, held_y, k_eval)[2]
+        jax.block_until_ready(kl)
+        seconds = time.perf_counter() - t0
+        print(f"{label} CVAE population trained in {seconds:.0f}s", flush=True)
+        return params, loss, kl, frac, negelbo, held_negelbo, seconds
+
+    lin, lin_loss, lin_kl, lin_frac, lin_negelbo, lin_held, t_lin = fit(
+        "linear", lambda k: init_linear(k, d, d, d), apply_linear, k_lin, k_t1, k_ev1)
+    relu, relu_loss, relu_kl, relu_frac, relu_negelbo, relu_held, t_relu = fit(
+        "ReLU", lambda k: init_relu(k, d, d, d, args.hidden), apply_relu, k_relu, k_t2, k_ev2)
 
     rows = []
     for i, (name, _) in enumerate(SETTINGS):

@@ -27,16 +27,15 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import barrier_study  # noqa: E402
 from hcjax.hct import run_hct  # noqa: E402
+from _command import write_command  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "fitness_ablation")
@@ -85,9 +84,7 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-    with open(os.path.join(args.out, "COMMAND.txt"), "w") as f:
-        f.write("python experiments/fitness_ablation.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-                + "\n")
+    write_command(args.out, __file__, argv)
     return 0
 
 

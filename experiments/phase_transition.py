@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 
@@ -42,6 +41,7 @@ import numpy as np
 from hcjax import linear
 from hcjax import linear_training as lt
 from hcjax.data import load_digits, load_mnist
+from _command import write_command
 
 HIDDEN = (32, 32)
 
@@ -235,9 +235,7 @@ def main(argv=None) -> int:
         if getattr(args, flag) < 8 or getattr(args, flag) % 8:
             parser.error(f"--{flag.replace('_', '-')} must be a positive multiple of 8 (learning-rate phases)")
     os.makedirs(args.out, exist_ok=True)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
-    with open(os.path.join(args.out, "COMMAND.txt"), "w") as f:
-        f.write(command + "\n")
+    command = write_command(args.out, __file__, argv)
     start = time.perf_counter()
     steps = dict(steps=args.steps, mlp_steps=args.mlp_steps, with_mlp=not args.skip_mlp, seed=args.seed)
     entries = []

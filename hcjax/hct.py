@@ -775,8 +775,9 @@ class _Run:
             start = meta["next_refit"]
             active = jnp.tile(jnp.asarray([c.candidate_components[(start + i) % len(c.candidate_components)]
                                            for i in range(k)], jnp.int32), self.G)
-            fits = clustering.fit_gmms(latents[:, : self.n_fit], jax.vmap(lambda kk: jax.random.split(kk, k))(k_refit).reshape(-1),
-                                       c.num_components, c.em_iters, num_active=active, reg_covar=c.em_reg_covar)
+            fit_keys = jax.vmap(lambda kk: jax.random.split(kk, k))(k_refit).reshape(-1)
+            fits = clustering.fit_gmms(latents[:, : self.n_fit], fit_keys, c.num_components, c.em_iters,
+                                       num_active=active, reg_covar=c.em_reg_covar)
             new_priors = _gmm_priors(fits.gmm, 1.0, c.uniform_weights)
             new_labels = _predict_all(fits.gmm, latents) if state.labels is not None else None
             ids = [meta["next_constraint_id"] + i for i in range(n_new)]

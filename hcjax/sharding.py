@@ -39,6 +39,7 @@ __all__ = [
     "shard_population",
     "replicate",
     "initialize_distributed",
+    "check_distributed_args",
     "is_main_process",
     "to_host",
     "host_local",
@@ -129,28 +130,42 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     Cross-process collectives of CPU devices use gloo (the setting does not
     affect GPU/TPU). Nothing may touch a JAX backend before this call.
     """
-    given = {"num_processes": num_processes, "process_id": process_id}
-    if coordinator_address is None:
-        missing = [k for k, v in given.items() if v is not None]
-        if missing:
-            raise ValueError(f"{' and '.join(missing)} given without coordinator_address; pass "
-                             "coordinator_address='HOST:PORT' (the address of process 0), or none of the three "
-                             "to let JAX detect them from the cluster environment.")
-    else:
-        host, sep, port = str(coordinator_address).rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"coordinator_address must be 'HOST:PORT' with PORT in 1..65535, "
-                             f"got {coordinator_address!r}.")
-        missing = [k for k, v in given.items() if v is None]
-        if missing:
-            raise ValueError(f"coordinator_address={coordinator_address!r} needs {' and '.join(missing)} too.")
-        check_int("num_processes", num_processes, minimum=1)
-        check_int("process_id", process_id, minimum=0, maximum=num_processes - 1)
+    check_distributed_args(coordinator_address, num_processes, process_id)
     check_int("initialization_timeout", initialization_timeout, minimum=1)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id, local_device_ids=local_device_ids,
                                initialization_timeout=initialization_timeout)
+
+
+def check_distributed_args(coordinator_address, num_processes, process_id,
+                           names: tuple[str, str, str] = ("coordinator_address", "num_processes", "process_id")) -> None:
+    """Validate the three settings of :func:`initialize_distributed` before anything touches JAX.
+
+    Either all three are given (``"HOST:PORT"`` with PORT in 1..65535, N >= 1,
+    I in [0, N)) or none (JAX reads the cluster environment). ``names`` are the
+    names the errors use (the command line passes its flag names).
+    """
+    c_name, n_name, i_name = names
+    given = {n_name: num_processes, i_name: process_id}
+    if coordinator_address is None:
+        extra = [k for k, v in given.items() if v is not None]
+        if extra:
+            raise ValueError(f"{' and '.join(extra)} given without {c_name} (HOST:PORT, the address of process 0); "
+                             "give all three, or none to let JAX detect them from the cluster environment.")
+        return
+    host, sep, port = str(coordinator_address).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{c_name} must be HOST:PORT with PORT in 1..65535 (e.g. 10.0.0.1:8476), "
+                         f"got {coordinator_address!r}.")
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise ValueError(f"{c_name}={coordinator_address!r} needs {' and '.join(missing)} too.")
+    num_processes = check_int(n_name, num_processes, minimum=1)
+    check_int(i_name, process_id)
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"{i_name} must be in [0, {num_processes - 1}] for {n_name}={num_processes}, "
+                         f"got {process_id}.")
 
 
 def is_main_process() -> bool:

@@ -224,23 +224,12 @@ def distributed_settings(args: argparse.Namespace) -> dict | None:
     num, pid = getattr(args, "num_processes", None), getattr(args, "process_id", None)
     if not (getattr(args, "distributed", False) or coordinator is not None or num is not None or pid is not None):
         return None
-    if coordinator is None and (num is not None or pid is not None):
-        flags = " and ".join(f for f, v in (("--num-processes", num), ("--process-id", pid)) if v is not None)
-        raise ValueError(f"{flags} given without --coordinator HOST:PORT (the address of process 0); give all "
-                         "three, or --distributed alone to let JAX read the cluster environment.")
-    if coordinator is not None:
-        host, sep, port = coordinator.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:8476), got {coordinator!r}.")
-        if num is None or pid is None:
-            raise ValueError("--coordinator needs --num-processes N and --process-id I too.")
-        if num < 1:
-            raise ValueError(f"--num-processes must be >= 1, got {num}.")
-        if not 0 <= pid < num:
-            raise ValueError(f"--process-id must be in [0, {num - 1}] for --num-processes {num}, got {pid}.")
-        if getattr(args, "devices", None) is not None:
-            raise ValueError("--devices cannot be combined with a multi-process run (the population is sharded "
-                             "over every device of every process).")
+    from hcjax.sharding import check_distributed_args  # imports jax, touches no backend
+
+    check_distributed_args(coordinator, num, pid, names=("--coordinator", "--num-processes", "--process-id"))
+    if coordinator is not None and getattr(args, "devices", None) is not None:
+        raise ValueError("--devices cannot be combined with a multi-process run (the population is sharded "
+                         "over every device of every process).")
     return {"coordinator_address": coordinator, "num_processes": num, "process_id": pid}
 
 

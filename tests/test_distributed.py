@@ -127,7 +127,7 @@ def test_two_processes_equal_a_single_process_run(tmp_path):
     (["--num-processes", "2"], "--num-processes given without --coordinator"),
     (["--process-id", "0"], "--process-id given without --coordinator"),
     (["--coordinator", "localhost"], "--coordinator must be HOST:PORT"),
-    (["--coordinator", "localhost:1234"], "--coordinator needs --num-processes N and --process-id I"),
+    (["--coordinator", "localhost:1234"], "--coordinator='localhost:1234' needs --num-processes and --process-id too"),
     (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"],
      r"--process-id must be in \[0, 1\]"),
     (["--coordinator", "localhost:1234", "--num-processes", "0", "--process-id", "0"],
@@ -149,10 +149,10 @@ def test_incomplete_distributed_flags_are_refused_before_any_work(flags, match, 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(num_processes=2), "num_processes given without coordinator_address"),
     (dict(process_id=1), "process_id given without coordinator_address"),
-    (dict(coordinator_address="host", num_processes=2, process_id=0), "coordinator_address must be 'HOST:PORT'"),
+    (dict(coordinator_address="host", num_processes=2, process_id=0), "coordinator_address must be HOST:PORT"),
     (dict(coordinator_address="host:99999", num_processes=2, process_id=0), "coordinator_address must be"),
     (dict(coordinator_address="host:1234", num_processes=2), "needs process_id"),
-    (dict(coordinator_address="host:1234", num_processes=2, process_id=5), "process_id must be <= 1"),
+    (dict(coordinator_address="host:1234", num_processes=2, process_id=5), r"process_id must be in \[0, 1\] for num_processes=2"),
     (dict(coordinator_address="host:1234", num_processes=0, process_id=0), "num_processes must be >= 1"),
 ])
 def test_initialize_distributed_validates_before_touching_jax(kwargs, match):

@@ -5,7 +5,6 @@ construction: exact-inverse linear encoder/decoder pairs, constant encoders and
 linear Gaussian encoders whose per-sample KL to N(0, I) has a closed form.
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp

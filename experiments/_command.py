@@ -1,0 +1,28 @@
+"""``COMMAND.txt`` beside an experiment's outputs: the command that made them (shared by the scripts here)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+
+def write_command(out_dir: str, script_file: str, argv=None, append: bool = False) -> str:
+    """Write ``python experiments/<script> <args>`` to ``out_dir/COMMAND.txt`` and return it.
+
+    ``argv``: the arguments the script's ``main`` received (None: this
+    process's command line). ``append``: keep earlier, different commands
+    (for outputs built by several invocations), one per line.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    cmd = " ".join(["python", f"experiments/{os.path.basename(script_file)}", *map(shlex.quote, args)])
+    path = os.path.join(out_dir, "COMMAND.txt")
+    lines = []
+    if append and os.path.exists(path):
+        with open(path) as f:
+            lines = f.read().splitlines()
+    if cmd not in lines:
+        lines.append(cmd)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return cmd
