@@ -94,8 +94,10 @@ def jax_setup(shape, p, seed=0, member_chunk=None):
     import jax
     import jax.numpy as jnp
 
-    from hcjax import objectives, population as pop, priors
-    from hcjax.models import ModelConfig
+    from hcjax.engine import objectives
+    from hcjax.engine import population as pop
+    from hcjax.vae import priors
+    from hcjax.vae.models import ModelConfig
 
     model = ModelConfig(kind="mlp", data_dim=shape["data_dim"], latent_dim=shape["latent_dim"],
                         hidden=tuple(shape["hidden"]))
@@ -117,8 +119,8 @@ def make_member_loop(shape, state, data):
     import jax
     import optax
 
-    from hcjax import objectives
-    from hcjax.models import ModelConfig, make_vae
+    from hcjax.engine import objectives
+    from hcjax.vae.models import ModelConfig, make_vae
 
     vae = make_vae(ModelConfig(kind="mlp", data_dim=shape["data_dim"], latent_dim=shape["latent_dim"],
                                hidden=tuple(shape["hidden"])))
@@ -370,7 +372,7 @@ def xla_cost_flops(trainer, state, data):
     """XLA's cost_analysis FLOPs of ONE vmapped step (no scan), per member."""
     import jax
 
-    from hcjax import objectives
+    from hcjax.engine import objectives
 
     p = int(state.step.shape[0])
     step = jax.jit(jax.vmap(trainer._member_step, in_axes=(0, None, None)))
@@ -384,7 +386,7 @@ def step_breakdown(shape, trainer, state, data, repeats=3):
     """Where one vmapped step's time goes: forward loss, + gradient, full step (+ optimizer, bookkeeping)."""
     import jax
 
-    from hcjax import objectives
+    from hcjax.engine import objectives
 
     p = int(state.step.shape[0])
     loss_settings = trainer.settings.loss
@@ -415,7 +417,7 @@ def step_breakdown(shape, trainer, state, data, repeats=3):
 
 
 def _member_group_size(p, chunk):
-    from hcjax.population import member_group_size
+    from hcjax.engine.population import member_group_size
 
     return member_group_size(p, chunk)
 

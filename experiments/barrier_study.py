@@ -61,9 +61,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hcjax import diagnostics, hct  # noqa: E402
+from hcjax import hct
+from hcjax.vae import diagnostics  # noqa: E402
 from hcjax.hct import HCTConfig, run_hct  # noqa: E402
-from hcjax.models import make_vae  # noqa: E402
+from hcjax.vae.models import make_vae  # noqa: E402
 from _command import write_command  # noqa: E402
 
 S2_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)

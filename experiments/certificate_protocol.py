@@ -10,12 +10,12 @@ G <= 0 proves nothing). The protocol:
    setting where a plain VAE collapses: the margin should stay > 0;
 2. **collapse**: continue from there WITHOUT the alignment term: the margin
    should fall below 0; the population is saved with
-   :class:`hcjax.checkpoint.Checkpointer` at the end of this phase;
+   :class:`hcjax.engine.checkpoint.Checkpointer` at the end of this phase;
 3. **rescue**: restore the collapsed checkpoint and train WITH the alignment
    term again: the margin should recover.
 
 All members live in one population trained by the library's
-:class:`hcjax.population.Trainer` with ``TrainSettings(with_alignment=True)``;
+:class:`hcjax.engine.population.Trainer` with ``TrainSettings(with_alignment=True)``;
 the phases only change each member's ``objective.align_weight`` array between
 ``train`` calls (the trainer is built with ``max_traces=1``, so a recompile
 would raise). Members: for every seed,
@@ -28,7 +28,7 @@ would raise). Members: for every seed,
   beta = 1, where a plain VAE keeps informative latents: it shows the test is
   one-sided (informative but, with an arbitrary witness, not certified).
 
-Teacher: :func:`hcjax.teachers.search_teacher` on the training images
+Teacher: :func:`hcjax.certify.teachers.search_teacher` on the training images
 (PCA-GMM candidates, K - 1 <= latent_dim); margins are evaluated on held-out
 images every ``chunk`` steps. Outputs in ``--out`` (default
 experiments/results/certificate_protocol): ``results.json``,
@@ -53,11 +53,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hcjax import certificates, objectives, priors, teachers  # noqa: E402
-from hcjax import population as pop  # noqa: E402
-from hcjax.checkpoint import Checkpointer  # noqa: E402
+from hcjax.certify import certificates
+from hcjax.engine import objectives
+from hcjax.vae import priors
+from hcjax.certify import teachers  # noqa: E402
+from hcjax.engine import population as pop  # noqa: E402
+from hcjax.engine.checkpoint import Checkpointer  # noqa: E402
 from hcjax.data import load_dataset  # noqa: E402
-from hcjax.models import ModelConfig  # noqa: E402
+from hcjax.vae.models import ModelConfig  # noqa: E402
 from _command import write_command  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

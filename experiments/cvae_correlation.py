@@ -7,7 +7,7 @@ Data per setting: y ~ N(0, I_dy) and a condition x in R^dx (dx = dy):
   threshold, which the published values do not reach);
 * ``x = y``; ``x independent`` (x = xi).
 
-Model (no biases, matching :mod:`hcjax.linear_conditional`): encoder
+Model (no biases, matching :mod:`hcjax.theory.conditional`): encoder
 q(z|x,y) = N(mu(x,y), diag(s^2)), decoder p(y|x,z) = N(g(z,x), eta_dec^2 I)
 with eta_dec = 0.5 (fixed), prior N(0, I), beta = 1. Two families:
 
@@ -16,7 +16,7 @@ with eta_dec = 0.5 (fixed), prior N(0, I), beta = 1. Two families:
 * ReLU CVAE: one hidden ReLU layer of width ``--hidden`` in the encoder
   (input (x, y), outputs mu and log s^2) and in the decoder (input (z, x)).
 
-Prediction (:func:`hcjax.linear_conditional.optimum` on the empirical, 1/N,
+Prediction (:func:`hcjax.theory.conditional.optimum` on the empirical, 1/N,
 uncentred moments of each training set): latent i collapses iff
 theta_i <= beta eta_dec^2 = 0.25, theta the eigenvalues of
 E = E[yy^T] - E[yx^T] E[xx^T]^-1 E[xy^T]. For the population moments
@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hcjax import linear_conditional as lc
+from hcjax.theory import conditional as lc
 from _command import write_command
 
 ETA_DEC = 0.5

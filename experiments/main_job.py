@@ -22,7 +22,7 @@ import sys
 
 from hcjax import cli
 from hcjax.hct import HCTConfig, run_hct
-from hcjax.train_cli import comparison_table
+from hcjax.cli.train import comparison_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results", "main_job")

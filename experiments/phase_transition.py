@@ -2,10 +2,10 @@
 
 For each data set, a grid of decoder variances s2 (beta = 1 unless stated) is
 trained as one population per model family with
-:func:`hcjax.linear_training.verify_threshold` (the library's training engine,
+:func:`hcjax.theory.verify.verify_threshold` (the library's training engine,
 Monte Carlo objective, Adam with a decaying learning rate), and the
 per-dimension KL of the trained models is compared with the exact linear-VAE
-optimum on the same data (:mod:`hcjax.linear`). Settings:
+optimum on the same data (:mod:`hcjax.theory.linear`). Settings:
 
 * ``synthetic``: Gaussian rows whose 1/N covariance has exactly the spectrum
   5, 3, 2, 1, 0.5, 0.25 (D = 6), d = 4; an s2 sweep (linear and MLP) and a
@@ -38,8 +38,8 @@ import time
 
 import numpy as np
 
-from hcjax import linear
-from hcjax import linear_training as lt
+from hcjax.theory import linear
+from hcjax.theory import verify as lt
 from hcjax.data import load_digits, load_mnist
 from _command import write_command
 
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     record = {
         "command": command, "elapsed_seconds": elapsed, "quick": args.quick, "mlp_hidden": list(HIDDEN),
         "measurement": "zero crossing of a least-squares line through the last 4 active points "
-                       "(mean KL > 0.02 nats) in the (ln swept value, KL) plane; see hcjax.linear_training",
+                       "(mean KL > 0.02 nats) in the (ln swept value, KL) plane; see hcjax.theory.verify",
         "settings": [{k: v for k, v in e.items() if k != "_objects"} for e in entries], "figures": figures,
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -20,7 +20,7 @@ shapes. ``num_active`` (an integer array, 1 <= num_active <= J) switches off
 components ``num_active, ..., J - 1``: their log-weight is
 ``priors.INACTIVE_LOGIT`` (weight exactly 0 in float32), they receive no
 responsibility, and their mean and variance stay at 0 and 1, which is the
-padding convention of ``hcjax.priors``. One vmapped call can thus fit mixtures
+padding convention of ``hcjax.vae.priors``. One vmapped call can thus fit mixtures
 with different numbers of components.
 
 Empty components. A component whose total responsibility ``N_j`` falls below
@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hcjax.priors import INACTIVE_LOGIT, MixturePrior
+from hcjax.vae.priors import INACTIVE_LOGIT, MixturePrior
 from hcjax._validate import (
     check_finite_array,
     check_int,
@@ -247,7 +247,7 @@ def predict(gmm: GMM, x) -> jax.Array:
 
 
 def to_prior(gmm: GMM) -> MixturePrior:
-    """The mixture as an ``hcjax.priors.MixturePrior`` (works on batches too).
+    """The mixture as an ``hcjax.vae.priors.MixturePrior`` (works on batches too).
 
     Inactive components become the priors' padding: logit ``INACTIVE_LOGIT``,
     mean 0, log-variance 0.

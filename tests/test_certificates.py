@@ -1,4 +1,4 @@
-"""Tests for hcjax.certificates against independent NumPy float64 references."""
+"""Tests for hcjax.certify.certificates against independent NumPy float64 references."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax as np_log_softmax
 from scipy.special import softmax as np_softmax
 
-from hcjax import certificates as C
+from hcjax.certify import certificates as C
 
 
 # --------------------------------------------------------------------------- #

@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hcjax import objectives, population as pop, priors
-from hcjax.checkpoint import Checkpointer, CheckpointError, config_differences
-from hcjax.models import ModelConfig
+from hcjax.engine import objectives
+from hcjax.engine import population as pop
+from hcjax.vae import priors
+from hcjax.engine.checkpoint import Checkpointer, CheckpointError, config_differences
+from hcjax.vae.models import ModelConfig
 
 
 @pytest.fixture(scope="module")

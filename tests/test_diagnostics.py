@@ -3,8 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from hcjax import diagnostics, priors
-from hcjax.models import ModelConfig, make_vae
+from hcjax.vae import diagnostics
+from hcjax.vae import priors
+from hcjax.vae.models import ModelConfig, make_vae
 
 
 def test_active_units_on_constructed_encoder():

@@ -18,7 +18,8 @@ import time
 import numpy as np
 import pytest
 
-from hcjax import cli, sharding
+from hcjax import cli
+from hcjax.engine import sharding
 from hcjax.hct import HCTConfig
 
 # A run small enough to compile and train in well under a minute, with every HCT step:

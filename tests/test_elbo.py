@@ -5,7 +5,8 @@ import pytest
 from scipy import integrate, stats
 from scipy.special import logsumexp
 
-from hcjax import elbo, priors
+from hcjax.vae import elbo
+from hcjax.vae import priors
 
 
 def test_gaussian_log_likelihood_matches_scipy():

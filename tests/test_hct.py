@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from hcjax import hct
-from hcjax.checkpoint import CheckpointError
+from hcjax.engine.checkpoint import CheckpointError
 from hcjax.hct import HCTConfig, run_hct
 
 # Small, fast configuration shared by the integration tests (synthetic clustered data, 2-D latent).
@@ -141,7 +141,7 @@ def test_replicate_groups_are_independent_seeds_and_equal_settings_share_randomn
 
 
 def test_every_baseline_trains_in_lockstep_with_its_own_objective():
-    from hcjax import schedules
+    from hcjax.vae import schedules
 
     cfg = HCTConfig(**(TINY | {"rounds": 2, "final_steps": 40, "baselines": tuple(hct.BASELINES), "beta": 2.0}))
     result = run_hct(cfg)

@@ -1,4 +1,4 @@
-"""Closed-form linear VAE (hcjax.linear) against numerical optimisation of the
+"""Closed-form linear VAE (hcjax.theory.linear) against numerical optimisation of the
 objective written per sample from the model definition."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from _linear_numerics import (
     random_starts,
     split,
 )
-from hcjax import linear
+from hcjax.theory import linear
 
 # --------------------------------------------------------------------------- #
 # The objective, per sample, straight from the model

@@ -1,4 +1,4 @@
-"""Closed-form linear CVAE (hcjax.linear_conditional) against numerical
+"""Closed-form linear CVAE (hcjax.theory.conditional) against numerical
 optimisation of the objective written per sample from the model definition."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from _linear_numerics import (
     random_starts,
     split,
 )
-from hcjax import linear_conditional as cvae
-from hcjax.linear_conditional import ConditionalMoments
+from hcjax.theory import conditional as cvae
+from hcjax.theory.conditional import ConditionalMoments
 
 
 def per_sample_objective(W1, W2, S, U1, U2, X, Y, s2, beta, eta):

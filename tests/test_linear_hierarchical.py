@@ -1,4 +1,4 @@
-"""Closed-form linear two-latent HVAE (hcjax.linear_hierarchical) against numerical
+"""Closed-form linear two-latent HVAE (hcjax.theory.hierarchical) against numerical
 optimisation of the objective written from generic Gaussian expectations."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from _linear_numerics import (
     random_starts,
     split,
 )
-from hcjax import linear_hierarchical as hvae
+from hcjax.theory import hierarchical as hvae
 
 
 def expected_sq(L, means, cov):

@@ -1,4 +1,4 @@
-"""Gradient-trained VAEs against the linear closed form (hcjax.linear_training).
+"""Gradient-trained VAEs against the linear closed form (hcjax.theory.verify).
 
 The expensive check trains one grid of linear VAEs with the library's own
 training engine (Monte Carlo objective, Adam, decaying learning rate) and
@@ -15,8 +15,8 @@ import math
 import numpy as np
 import pytest
 
-from hcjax import linear
-from hcjax import linear_training as lt
+from hcjax.theory import linear
+from hcjax.theory import verify as lt
 
 SPECTRUM = np.array([4.0, 2.0, 1.0, 0.5])
 LATENT_DIM = 3
@@ -127,7 +127,7 @@ def test_linear_vae_objective_matches_the_reference_objective():
     m = rng.normal(size=D)
     V, W, b = rng.normal(size=(d, D)), rng.normal(size=(D, d)), rng.normal(size=D)
     log_var = rng.normal(size=d) * 0.5
-    # encoder V (x - b) and decoder bias b: the parameterisation of hcjax.linear.negative_elbo
+    # encoder V (x - b) and decoder bias b: the parameterisation of hcjax.theory.linear.negative_elbo
     got = lt.linear_vae_objective(_flax_params(V, -V @ b, log_var, W, b), m, cov, 1.7, 0.6)
     want = linear.negative_elbo(W, V, np.exp(log_var), cov, 1.7, 0.6, mean_shift=m - b)
     assert got == pytest.approx(want, rel=1e-12)

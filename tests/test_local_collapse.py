@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hcjax import diagnostics, priors
-from hcjax.models import ModelConfig, make_vae
+from hcjax.vae import diagnostics
+from hcjax.vae import priors
+from hcjax.vae.models import ModelConfig, make_vae
 
 D, d = 5, 2
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hcjax.models import ModelConfig, make_vae
+from hcjax.vae.models import ModelConfig, make_vae
 
 
 @pytest.mark.parametrize("config", [

@@ -3,8 +3,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hcjax import elbo, objectives, priors
-from hcjax.models import ModelConfig, make_vae
+from hcjax.vae import elbo
+from hcjax.engine import objectives
+from hcjax.vae import priors
+from hcjax.vae.models import ModelConfig, make_vae
 
 VAE = make_vae(ModelConfig(kind="mlp", data_dim=4, latent_dim=3, hidden=(8,)))
 PARAMS = VAE.init(jax.random.key(0))

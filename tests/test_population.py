@@ -4,8 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hcjax import objectives, population as pop, priors
-from hcjax.models import ModelConfig
+from hcjax.engine import objectives
+from hcjax.engine import population as pop
+from hcjax.vae import priors
+from hcjax.vae.models import ModelConfig
 
 MODEL = ModelConfig(kind="mlp", data_dim=4, latent_dim=2, hidden=(16,))
 SETTINGS = pop.TrainSettings(batch_size=16)

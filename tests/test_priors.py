@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from hcjax import priors
+from hcjax.vae import priors
 
 
 def random_prior(seed, j=3, d=2):

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hcjax import schedules
+from hcjax.vae import schedules
 
 
 def bowman(t, beta0, t_warm):

@@ -3,8 +3,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hcjax import objectives, population as pop, priors, selection
-from hcjax.models import ModelConfig
+from hcjax.engine import objectives
+from hcjax.engine import population as pop
+from hcjax.vae import priors
+from hcjax.engine import selection
+from hcjax.vae.models import ModelConfig
 
 
 def test_rank_orders_by_tier_then_fitness():

@@ -1,4 +1,4 @@
-"""Teacher search for the constant-collapse certificate (hcjax.teachers).
+"""Teacher search for the constant-collapse certificate (hcjax.certify.teachers).
 
 The search is checked against a brute-force re-evaluation of its candidate
 table: every candidate is refitted on its own with ``clustering.fit_gmm`` and
@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hcjax import certificates, clustering, teachers
+from hcjax import clustering
+from hcjax.certify import certificates
+from hcjax.certify import teachers
 from hcjax.data import clustered
 
 COUNTS = (2, 3)

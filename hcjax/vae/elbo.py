@@ -5,7 +5,7 @@ Notation (all log densities in nats, per example):
 * encoder ``q(z|x) = N(mu, diag exp(log_var))`` with ``mu``, ``log_var`` [..., d];
 * decoder ``p(x|z)`` Gaussian ``N(f(z), s2 I_D)`` (``log_s2`` a scalar, fixed or
   learned) or Bernoulli with logits ``f(z)``;
-* prior ``p(z)`` a :class:`hcjax.priors.MixturePrior` (N(0, I) is J = 1).
+* prior ``p(z)`` a :class:`hcjax.vae.priors.MixturePrior` (N(0, I) is J = 1).
 
 ``ELBO_beta(x) = E_q[log p(x|z)] - beta * KL(q(z|x) || p(z))``.
 
@@ -30,7 +30,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from hcjax import priors as priors_lib
+from hcjax.vae import priors as priors_lib
 from hcjax._validate import check_int
 
 __all__ = [

@@ -3,14 +3,14 @@
 ``loss = -mean_x E_q[log p(x|z)] + beta_t * KL_term + constraint_weight * constraint
          + align_weight * alignment + latent_recon_weight * latent_recon``
 
-* ``beta_t`` follows the member's schedule (:mod:`hcjax.schedules`).
+* ``beta_t`` follows the member's schedule (:mod:`hcjax.vae.schedules`).
 * ``KL_term`` is the batch-mean KL, or with free bits (Kingma et al. 2016,
   ``free_bits = lambda > 0``) ``sum_j max(lambda, mean_batch KL_j)`` for a
   single-Gaussian prior (exact per-dimension KL). For a mixture prior the KL
   does not split over dimensions, so free bits act on the total:
   ``max(lambda * d, mean_batch KL)``.
 * ``alignment`` (optional, needs a teacher): the mean KL(T(.|x) || S(mu(x)))
-  of the fixed simplex witness head (:mod:`hcjax.certificates`).
+  of the fixed simplex witness head (:mod:`hcjax.certify.certificates`).
 * ``constraint`` (optional, HCT): the clustering-constraint term. A member
   trained under a clustering constraint (a GMM prior plus an assignment of
   every training row to one of its components) pays the cross-entropy
@@ -35,9 +35,9 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from hcjax import elbo as elbo_lib
-from hcjax import priors as priors_lib
-from hcjax import schedules
+from hcjax.vae import elbo as elbo_lib
+from hcjax.vae import priors as priors_lib
+from hcjax.vae import schedules
 from hcjax._validate import check_int, check_nonnegative, check_positive
 
 __all__ = [
@@ -57,7 +57,7 @@ LATENT_RECON_SOURCES = {"posterior_sample": 0, "posterior_mean": 1, "prior_sampl
 class ObjectiveParams:
     """Per-member objective settings (scalar arrays; [P] in a population).
 
-    beta: KL weight (>= 0). schedule: int code from :mod:`hcjax.schedules`.
+    beta: KL weight (>= 0). schedule: int code from :mod:`hcjax.vae.schedules`.
     beta_start, warmup_steps: linear annealing. total_steps, num_cycles,
     cycle_ratio: cyclical annealing. free_bits: lambda in nats per dimension
     (0 = off). learn_prior / learn_s2: bool, whether the prior / decoder
@@ -160,7 +160,7 @@ class TrainingContext:
     """Data-dependent inputs shared by all members (not per member).
 
     teacher: [N, K] fixed teacher posterior over the training rows, or None.
-    witness: a :class:`hcjax.certificates.WitnessHead`, or None.
+    witness: a :class:`hcjax.certify.certificates.WitnessHead`, or None.
     """
 
     teacher: jax.Array | None = None
@@ -205,7 +205,7 @@ def member_loss(
 
     Args:
       trainable: ``{"params": network params, "prior": MixturePrior, "log_s2": scalar}``.
-      vae: the :class:`hcjax.models.VAE` (static).
+      vae: the :class:`hcjax.vae.models.VAE` (static).
       obj: this member's :class:`ObjectiveParams`.
       step: 0-based step counter (int32 scalar) for the schedule.
       x: [B, D] batch. key: PRNG key.
@@ -236,7 +236,7 @@ def member_loss(
 
     alignment = jnp.zeros((), jnp.float32)
     if settings.with_alignment:
-        from hcjax import certificates  # local import: only needed when the term is on
+        from hcjax.certify import certificates  # local import: only needed when the term is on
 
         alignment = jnp.mean(certificates.per_sample_alignment(witness, mu, teacher_rows))
         loss = loss + obj.align_weight * alignment

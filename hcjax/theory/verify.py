@@ -2,13 +2,13 @@
 
 :func:`verify_threshold` trains a grid of VAEs, one per value of the swept
 hyper-parameter (the decoder variance s2 at fixed beta, or beta at fixed s2),
-as the population axis of one :class:`hcjax.population.Trainer`: every grid
+as the population axis of one :class:`hcjax.engine.population.Trainer`: every grid
 point is a member, the whole grid is trained by one compiled
 ``lax.scan``-over-steps-of-``vmap``-over-members program, and no Python loop
 runs over grid points or steps (Python only lowers the learning rate between
 equal-length calls of that program). It then measures, from the trained
 models alone, the value at which each latent dimension collapses, and compares
-it with the closed form of :mod:`hcjax.linear` on the same data.
+it with the closed form of :mod:`hcjax.theory.linear` on the same data.
 
 How a threshold is *measured* (:func:`measure_thresholds`)
 ----------------------------------------------------------
@@ -44,7 +44,7 @@ has no measured threshold (NaN, with a ``status`` saying which).
 Training (``estimator``)
 ------------------------
 * ``"engine"`` (default): the library's own training engine and objective
-  (:func:`hcjax.objectives.member_loss`): reparameterised Monte Carlo
+  (:func:`hcjax.engine.objectives.member_loss`): reparameterised Monte Carlo
   reconstruction with ``num_samples`` draws, exact KL to N(0, I), Adam with
   gradient clipping, batches of ``batch_size`` rows (default N, drawn with
   replacement by the engine, so each step sees a bootstrap resample of the
@@ -80,14 +80,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hcjax import elbo as elbo_lib
-from hcjax import linear
-from hcjax import objectives as objectives_lib
-from hcjax import population
-from hcjax import priors as priors_lib
-from hcjax import schedules
+from hcjax.vae import elbo as elbo_lib
+from hcjax.theory import linear
+from hcjax.engine import objectives as objectives_lib
+from hcjax.engine import population
+from hcjax.vae import priors as priors_lib
+from hcjax.vae import schedules
 from hcjax._validate import check_finite_array, check_int, check_positive
-from hcjax.models import ENCODER_LOG_VAR_BOUNDS, ModelConfig
+from hcjax.vae.models import ENCODER_LOG_VAR_BOUNDS, ModelConfig
 
 __all__ = [
     "SWEEPS",
@@ -263,7 +263,7 @@ def measure_thresholds(
 
 
 def _linear_weights(params) -> dict[str, np.ndarray]:
-    """Float64 NumPy weights of an ``hcjax.models`` linear VAE (one member).
+    """Float64 NumPy weights of an ``hcjax.vae.models`` linear VAE (one member).
 
     Returns V [d, D], c [d] (encoder mean = V x + c), log_var [d] (clipped like
     the model), W [D, d], b [D] (decoder mean = W z + b); missing biases are 0.
@@ -287,7 +287,7 @@ def _linear_weights(params) -> dict[str, np.ndarray]:
 def linear_vae_objective(params, mean, cov, decoder_variance, beta=1.0) -> float:
     """Exact F = -ELBO_beta (nats per example) of a trained linear VAE on data moments.
 
-    For the model of :mod:`hcjax.models` (``kind="linear"``): encoder mean
+    For the model of :mod:`hcjax.vae.models` (``kind="linear"``): encoder mean
     ``V x + c``, encoder variances ``exp(log_var)`` (independent of x), decoder
     mean ``W z + b``, prior N(0, I). With ``R = I - W V``, ``r0 = R m - W c - b``
     and ``e0 = V m + c``::

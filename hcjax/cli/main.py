@@ -12,8 +12,8 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "train": ("hcjax.train_cli", "run Historical Consensus Training (the main job) and a vanilla VAE baseline"),
-    "linear": ("hcjax.linear_cli", "exact linear-VAE thresholds, closed-form KL table and trained-model check"),
+    "train": ("hcjax.cli.train", "run Historical Consensus Training (the main job) and a vanilla VAE baseline"),
+    "linear": ("hcjax.cli.linear", "exact linear-VAE thresholds, closed-form KL table and trained-model check"),
 }
 
 

@@ -32,8 +32,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from hcjax import elbo as elbo_lib
-from hcjax import priors as priors_lib
+from hcjax.vae import elbo as elbo_lib
+from hcjax.vae import priors as priors_lib
 from hcjax._validate import check_finite_array, check_nonnegative, check_int, is_concrete
 
 __all__ = [
@@ -310,7 +310,7 @@ def local_collapse(
     Args:
       encode: x [N, D] -> (mu [N, d], log_var [N, d]).
       decode: z [N, d] -> decoder output [N, D].
-      prior: the :class:`hcjax.priors.MixturePrior` p(z).
+      prior: the :class:`hcjax.vae.priors.MixturePrior` p(z).
       x: [N, D] inputs. key: PRNG key (KL samples and z draws).
       source: where z_n comes from (see above).
       kl_threshold, lr_threshold: thresholds (>= 0) of the two flags.
@@ -354,5 +354,5 @@ def local_collapse(
 
 def vae_local_collapse(vae, params: dict, prior: priors_lib.MixturePrior, x: jax.Array, key: jax.Array,
                        **kwargs) -> LocalCollapseReport:
-    """:func:`local_collapse` of an :class:`hcjax.models.VAE` with ``params`` (vmap over params/prior/key)."""
+    """:func:`local_collapse` of an :class:`hcjax.vae.models.VAE` with ``params`` (vmap over params/prior/key)."""
     return local_collapse(lambda v: vae.encode(params, v), lambda z: vae.decode(params, z), prior, x, key, **kwargs)

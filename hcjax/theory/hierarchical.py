@@ -18,7 +18,7 @@ divergence and can be negative.
 
 Structure. Given W1, the second moment of z1 is ``C1 = W1 M W1^T + sigma1^2 I``
 and the last two terms are beta1 times [the linear VAE objective of
-:mod:`hcjax.linear` for "data" z1 (Sigma = C1, s2 = eta_dec^2, beta = beta2/beta1,
+:mod:`hcjax.theory.linear` for "data" z1 (Sigma = C1, s2 = eta_dec^2, beta = beta2/beta1,
 eta = eta_enc) minus the entropy (d1/2) ln(2 pi e sigma1^2) of q(z1|x)].
 
 Solution. With the eigenvalues a_i = theta_i^2 of M (descending) the problem
@@ -56,7 +56,7 @@ import math
 import numpy as np
 
 from hcjax._validate import check_int, check_positive, check_rank
-from hcjax.linear import (
+from hcjax.theory.linear import (
     LOG_2PI,
     LinearOptimum,
     _as_moment,
@@ -281,7 +281,7 @@ def negative_elbo(
         F = (D/2) ln(2 pi eta_dec^2) + [tr(R M R^T) + sigma1^2 |U1|_F^2] / (2 eta_dec^2),   R = I - U1 W1
           + beta1 [ F_VAE(U2, W2, S2; C1, eta_dec^2, beta2/beta1, eta_enc) - (d1/2) ln(2 pi e sigma1^2) ]
 
-    with C1 = W1 M W1^T + sigma1^2 I and F_VAE = :func:`hcjax.linear.negative_elbo`.
+    with C1 = W1 M W1^T + sigma1^2 I and F_VAE = :func:`hcjax.theory.linear.negative_elbo`.
     """
     M = _as_moment("second_moment", second_moment)
     D = M.shape[0]

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hcjax import certificates, clustering
+from hcjax import clustering
+from hcjax.certify import certificates
 from hcjax._validate import check_int, check_positive
 
 __all__ = ["Teacher", "teacher_probs", "search_teacher", "smooth", "witness_for"]

@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hcjax import diagnostics
-from hcjax import objectives as objectives_lib
-from hcjax import priors as priors_lib
+from hcjax.vae import diagnostics
+from hcjax.engine import objectives as objectives_lib
+from hcjax.vae import priors as priors_lib
 from hcjax._validate import check_int, check_positive
-from hcjax.models import ModelConfig, VAE, make_vae
+from hcjax.vae.models import ModelConfig, VAE, make_vae
 
 __all__ = [
     "History",
@@ -81,12 +81,12 @@ class PopulationState:
     """Every member's training state; each leaf has a leading axis P.
 
     params: network parameters ({"encoder", "decoder"}).
-    prior: :class:`hcjax.priors.MixturePrior` ([P, J], [P, J, d], [P, J, d]).
+    prior: :class:`hcjax.vae.priors.MixturePrior` ([P, J], [P, J, d], [P, J, d]).
     log_s2: [P] natural log of the Gaussian decoder variance.
     opt_state: optax state (learning rate inside, via ``inject_hyperparams``).
     key: [P, 2] uint32 raw PRNG key data (``jax.random.key_data``).
     step: [P] int32 steps taken (drives the KL schedule).
-    objective: :class:`hcjax.objectives.ObjectiveParams` per member.
+    objective: :class:`hcjax.engine.objectives.ObjectiveParams` per member.
     history: :class:`History` per member.
     nonfinite_steps: [P] int32 skipped steps since the member's last reseed.
     labels: [P, N] int32 component index of every training row under the
@@ -207,7 +207,7 @@ class Trainer:
     its compilation cache.
 
     Args:
-      model: the :class:`hcjax.models.ModelConfig`.
+      model: the :class:`hcjax.vae.models.ModelConfig`.
       settings: :class:`TrainSettings`.
       max_traces: if set, ``train_round`` raises when traced more often than
         this (``chex.assert_max_traces``); use 1 to catch silent recompiles.
@@ -262,7 +262,7 @@ class Trainer:
           key: root PRNG key (member i uses ``split(key, P)[i]``), or an array
             of P keys, one per member (e.g. repeated keys so that several
             groups of a grid start from the same initialisations).
-          priors: stacked priors, leading axis P (see :func:`hcjax.priors.stack`).
+          priors: stacked priors, leading axis P (see :func:`hcjax.vae.priors.stack`).
           objective: stacked :class:`ObjectiveParams` [P] (or one, broadcast).
           learning_rate: scalar or [P]. decoder_variance: s2, scalar or [P] (> 0).
           constraint_ids: [P] int ids of each member's first constraint
@@ -272,7 +272,7 @@ class Trainer:
         """
         if priors.logits.ndim != 2:
             raise ValueError(f"priors must be stacked with a leading population axis (logits [P, J]); "
-                             f"got logits of shape {priors.logits.shape}. Use hcjax.priors.stack.")
+                             f"got logits of shape {priors.logits.shape}. Use hcjax.vae.priors.stack.")
         p = priors.logits.shape[0]
         if priors.means.shape[-1] != self.model.latent_dim:
             raise ValueError(f"priors have latent dimension {priors.means.shape[-1]} but the model has "
@@ -365,7 +365,7 @@ class Trainer:
           state: the population. data: [N, D] training rows shared by all
           members. ctx: teacher/witness for the alignment term.
         Returns:
-          (new state, :class:`hcjax.objectives.LossAux` with leaves [T, P]).
+          (new state, :class:`hcjax.engine.objectives.LossAux` with leaves [T, P]).
         """
         num_steps = check_int("num_steps", num_steps, minimum=1)
         if data.ndim != 2 or data.shape[1] != self.model.data_dim:

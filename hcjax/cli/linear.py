@@ -7,7 +7,7 @@ set (``--data digits``, ``--data mnist:PATH``) it prints
   variance ``s2_c,i = lambda_i / beta`` (at ``--beta``) and the critical KL
   weight ``beta_c,i = lambda_i / s2`` (at ``--s2``);
 * the closed-form per-dimension KL (nats) over a grid of s2 at ``--beta``;
-* with ``--train``: a grid of VAEs trained by :func:`hcjax.linear_training.verify_threshold`
+* with ``--train``: a grid of VAEs trained by :func:`hcjax.theory.verify.verify_threshold`
   (one compiled population), their measured thresholds and relative errors.
   With ``--spectrum``, the training data are ``--num-samples`` Gaussian rows
   whose empirical covariance has exactly that spectrum.
@@ -105,7 +105,7 @@ def _load(args) -> tuple[str, np.ndarray | None, np.ndarray]:
         cov = np.diag(np.sort(lam)[::-1])
         rows = None
         if args.train:
-            from hcjax.linear_training import matched_gaussian_samples
+            from hcjax.theory.verify import matched_gaussian_samples
 
             rows = matched_gaussian_samples(lam, args.num_samples, seed=args.seed)
             rows64 = rows.astype(np.float64) - rows.mean(axis=0)
@@ -176,7 +176,7 @@ def plot_kl_curves(path: str, s2_dense, kl_dense, critical, trained_s2=None, tra
 
 
 def run(args: argparse.Namespace) -> int:
-    from hcjax import linear
+    from hcjax.theory import linear
 
     parser: argparse.ArgumentParser = args._parser
     try:
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
     verification = None
     if args.train:
-        from hcjax.linear_training import DescentSettings, verify_threshold
+        from hcjax.theory.verify import DescentSettings, verify_threshold
 
         print(f"\nTraining {args.num_grid} {args.model} VAEs ({args.estimator} estimator, {args.steps} steps) ...",
               flush=True)

@@ -14,7 +14,7 @@ regression of y on x) and ``r = y - B x``, so ``E[r x^T] = 0``. Splitting the
 encoder mean as ``W2 r + (W1 + W2 B) x``, the x-part only adds to the KL and any
 x-dependence of the reconstruction error is removed by ``U2``; hence at the
 optimum ``U2 = B``, ``W1 = -W2 B``, and ``(U1, W2, S)`` is the linear VAE optimum
-(:mod:`hcjax.linear`, decoder ``U1``, encoder ``W2``) on r, whose second moment is
+(:mod:`hcjax.theory.linear`, decoder ``U1``, encoder ``W2``) on r, whose second moment is
 
     E = E[y y^T] - E[y x^T] E[x x^T]^+ E[x y^T],   eigenvalues theta_1 >= theta_2 >= ...
 
@@ -32,7 +32,7 @@ import dataclasses
 import numpy as np
 
 from hcjax._validate import check_finite_array, check_int, check_positive, check_rank
-from hcjax.linear import (
+from hcjax.theory.linear import (
     LinearOptimum,
     _as_moment,
     _check_hyper,
@@ -63,7 +63,7 @@ class ConditionalMoments:
         xy: [dx, dy] E[x y^T].
         yy: [dy, dy] E[y y^T].
     The joint matrix [[xx, xy], [xy^T, yy]] must be symmetric PSD (within
-    :data:`hcjax.linear.MOMENT_RTOL`).
+    :data:`hcjax.theory.linear.MOMENT_RTOL`).
     """
 
     xx: np.ndarray

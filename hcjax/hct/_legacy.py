@@ -90,10 +90,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hcjax import certificates, clustering, data as data_lib, objectives, priors, selection, sharding, teachers
-from hcjax import population as pop
-from hcjax.checkpoint import Checkpointer, CheckpointError, config_differences
-from hcjax.models import ModelConfig
+from hcjax import clustering, data as data_lib
+from hcjax.certify import certificates
+from hcjax.engine import objectives
+from hcjax.vae import priors
+from hcjax.engine import selection
+from hcjax.engine import sharding
+from hcjax.certify import teachers
+from hcjax.engine import population as pop
+from hcjax.engine.checkpoint import Checkpointer, CheckpointError, config_differences
+from hcjax.vae.models import ModelConfig
 from hcjax._validate import check_int, check_nonnegative, check_positive, check_probability
 
 __all__ = [
@@ -1008,7 +1014,7 @@ def load_final_model(directory: str):
     """Inverse of :func:`save_final_model`: returns ``(vae, params, prior, log_s2, info)``."""
     from flax import traverse_util
 
-    from hcjax.models import make_vae
+    from hcjax.vae.models import make_vae
 
     with open(os.path.join(directory, "model.json")) as f:
         info = json.load(f)

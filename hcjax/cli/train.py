@@ -15,7 +15,7 @@ and a side-by-side comparison, and writes into ``--out``:
 Several processes (hosts): start the same command in every process with
 ``--coordinator HOST:PORT --num-processes N --process-id I`` (or
 ``--distributed`` alone on a cluster JAX can read, e.g. SLURM or a Cloud TPU
-pod). Each process joins with :func:`hcjax.sharding.initialize_distributed`
+pod). Each process joins with :func:`hcjax.engine.sharding.initialize_distributed`
 before anything touches JAX, the population is sharded over the devices of
 all processes, and only process 0 prints and writes files (checkpoints are
 written by all processes together; ``--out`` must be a directory every
@@ -190,8 +190,8 @@ def write_figures(result, out_dir: str) -> list[str]:
     import jax
 
     from hcjax import data as data_lib, plotting
-    from hcjax.models import make_vae
-    from hcjax.population import take
+    from hcjax.vae.models import make_vae
+    from hcjax.engine.population import take
 
     fig_dir = os.path.join(out_dir, "figures")
     paths = [plotting.plot_rounds(result, os.path.join(fig_dir, "rounds.png")),
@@ -224,7 +224,7 @@ def distributed_settings(args: argparse.Namespace) -> dict | None:
     num, pid = getattr(args, "num_processes", None), getattr(args, "process_id", None)
     if not (getattr(args, "distributed", False) or coordinator is not None or num is not None or pid is not None):
         return None
-    from hcjax.sharding import check_distributed_args  # imports jax, touches no backend
+    from hcjax.engine.sharding import check_distributed_args  # imports jax, touches no backend
 
     check_distributed_args(coordinator, num, pid, names=("--coordinator", "--num-processes", "--process-id"))
     if coordinator is not None and getattr(args, "devices", None) is not None:
@@ -234,7 +234,7 @@ def distributed_settings(args: argparse.Namespace) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hcjax.checkpoint import CheckpointError
+    from hcjax.engine.checkpoint import CheckpointError
 
     try:
         dist = distributed_settings(args)
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"hcjax train: error: {exc}", file=sys.stderr)
         return 2
-    from hcjax import sharding  # imports jax, touches no backend
+    from hcjax.engine import sharding  # imports jax, touches no backend
 
     if dist is not None:  # before anything touches a JAX backend
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from hcjax import population as pop
+from hcjax.engine import population as pop
 from hcjax._validate import check_int
 
 __all__ = [

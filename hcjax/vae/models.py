@@ -4,7 +4,7 @@ Three families:
 
 * ``linear``: ``mu = V x + c``; the encoder variance is a free parameter vector
   that does not depend on x (exactly the model of the linear theory,
-  :mod:`hcjax.linear`); decoder ``f(z) = W z + b``.
+  :mod:`hcjax.theory.linear`); decoder ``f(z) = W z + b``.
 * ``mlp``: fully connected with ``hidden`` widths and a ``log_var`` head.
 * ``conv``: a small convolutional pair for images of ``image_shape`` (H, W, C),
   two stride-2 convolutions each way.

@@ -1,0 +1,5 @@
+import sys
+
+from hcjax.cli.main import main
+
+sys.exit(main())
