@@ -108,8 +108,9 @@ def make_config(dataset: str, sizes: dict, seed: int, s2_scales=S2_SCALES, betas
             for r in range(1, replicates + 1) for s in s2_scales for b in betas]
     if dataset not in ("synthetic", "gaussian"):
         sizes.pop("num_samples", None)
-    return HCTConfig(dataset=dataset, grid=grid, baselines=tuple(hct.BASELINES), final_objectives=OBJECTIVES,
-                     certificate=True, seed=seed, checkpoint_every=1, keep_checkpoints=2, **sizes)
+    return HCTConfig.from_dict(dict(dataset=dataset, grid=grid, baselines=tuple(hct.BASELINES),
+                                    final_objectives=OBJECTIVES, certificate=True, seed=seed, checkpoint_every=1,
+                                    keep_checkpoints=2, **sizes))
 
 
 # --------------------------------------------------------------------------- local collapse of final states
@@ -146,17 +147,17 @@ def local_collapse_fractions(result: hct.HCTResult, x_eval: np.ndarray, key: jax
 
 
 def check_layout(result: hct.HCTResult) -> None:
-    """Assert the group-major layout the table relies on (read from hcjax.hct)."""
-    p = result.config.population_size
-    methods = result.config.baselines
-    objectives = result.config.final_objectives
-    for slot in result.final:  # final slot i: group i // P, objective cyclic over the slots of the group
+    """Assert the group-major layout the table relies on (hcjax.hct.layout.MemberLayout)."""
+    layout = hct.MemberLayout(len(result.groups), result.config.population.size)
+    methods = result.config.baselines.methods
+    objectives = result.config.final.objectives
+    for slot in result.final:  # final slot i: its group, objective cyclic over the slots of the group
         i = slot["slot"]
-        assert slot["group"] == i // p and slot["objective"] == objectives[(i % p) % len(objectives)], slot
-    per_group = len(methods) * p
+        assert slot["group"] == layout.group_of(i), slot
+        assert slot["objective"] == objectives[layout.local_slot(i) % len(objectives)], slot
     for b in result.baselines:  # baseline member i: group-major, then method, then replicate
-        i = b["member"]
-        assert b["group"] == i // per_group and b["method"] == methods[(i % per_group) // p], b
+        i, copies = b["member"], len(methods)
+        assert b["group"] == layout.group_of(i, copies) and b["method"] == methods[layout.copy_of(i, copies)], b
 
 
 def _mean(vals):
@@ -371,13 +372,14 @@ def run_dataset(name: str, spec: str, sizes: dict, seed: int, out: str, work: st
               flush=True)
 
     n_groups = len(config.grid)
-    print(f"[{name}] {n_groups} groups x P={config.population_size} HCT members + "
-          f"{n_groups * len(config.baselines) * config.population_size} baseline members", flush=True)
+    p = config.population.size
+    print(f"[{name}] {n_groups} groups x P={p} HCT members + "
+          f"{n_groups * len(config.baselines.methods) * p} baseline members", flush=True)
     result = run_hct(config, out_dir=run_dir, resume=resume, progress=progress)
-    ds = hct._load_data(config, None)
-    x_eval = ds.val[: min(config.eval_points, ds.val.shape[0])]
+    ds = hct.load_data(config, None)
+    x_eval = ds.val[: min(config.run.eval_points, ds.val.shape[0])]
     local_final, local_base = local_collapse_fractions(result, x_eval, jax.random.fold_in(jax.random.key(seed), 99))
-    rows = derive_rows(result, local_final, local_base, config.collapse_mi_threshold)
+    rows = derive_rows(result, local_final, local_base, config.selection.collapse_mi_threshold)
     record = {"dataset": name, "spec": spec, "sizes": sizes, "lambda_max": result.lambda_max,
               "teacher_information": result.teacher_information, "elapsed_seconds": time.time() - t0,
               "group_layout": "final slot i: group i // P, objective (i % P) % 3; baseline member i: "

@@ -52,12 +52,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hcjax._constants import LOG_2PI
 from hcjax.theory import conditional as lc
 from _command import write_command
 
 ETA_DEC = 0.5
 BETA = 1.0
-LOG_2PI = math.log(2.0 * math.pi)
 KL_COLLAPSE = 0.01
 SETTINGS = [("rho=1/8", 0.125), ("rho=1/4", 0.25), ("rho=1/2", 0.5), ("rho=0.8", 0.8), ("rho=0.85", 0.85),
             ("rho=0.9", 0.9), ("x=y", "same"), ("x independent", 0.0)]
@@ -190,7 +190,7 @@ def plot(path, names, predicted, measured_lin, measured_relu, dz):
     return path
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("experiments", "results", "cvae_correlation"))
     parser.add_argument("--dim", type=int, default=32, help="dx = dy = dz (published: 128)")
@@ -205,18 +205,11 @@ def main(argv=None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.rows <= 2 * args.dim:
         parser.error(f"--rows must exceed 2 * --dim = {2 * args.dim} (the moments must be full rank)")
-    os.makedirs(args.out, exist_ok=True)
-    command = write_command(args.out, __file__, argv)
-    start = time.perf_counter()
-    d = args.dim
-    rng = np.random.default_rng(args.seed)
-    xs, ys = zip(*(make_data(kind, d, args.rows, rng) for _, kind in SETTINGS))
-    data_x, data_y = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
-    held = [make_data(kind, d, args.rows, rng) for _, kind in SETTINGS]  # fresh rows, same distributions
-    held_x, held_y = jnp.asarray(np.stack([h[0] for h in held])), jnp.asarray(np.stack([h[1] for h in held]))
-    names = [n for n, _ in SETTINGS]
+    return args
 
-    # ---- predictions from the empirical moments ----
+
+def predictions(xs, ys, d: int) -> list[dict]:
+    """Closed-form prediction per setting from the empirical moments of its training rows (x, y: [N, d])."""
     pred = []
     for x, y, (name, kind) in zip(xs, ys, SETTINGS):
         opt = lc.optimum(lc.conditional_moments(x, y), d, ETA_DEC**2, BETA)
@@ -226,28 +219,32 @@ def main(argv=None) -> int:
                      "theta": opt.theta[:d].tolist(), "collapsed": opt.num_collapsed,
                      "collapsed_kl_criterion": int(np.sum(opt.kl < KL_COLLAPSE)), "kl": opt.kl.tolist(),
                      "elbo": opt.elbo})
-    key = jax.random.key(args.seed)
-    k_lin, k_relu, k_ev1, k_ev2, k_t1, k_t2 = jax.random.split(key, 6)
-    P = len(SETTINGS)
-    common = dict(steps=args.steps, batch_size=args.batch_size, lr=1e-2, final_lr=1e-4)
+    return pred
 
-    def fit(label, init, apply, k_init, k_train, k_eval):
-        """Train one model family as a population (one member per setting); evaluate on train and held-out rows."""
-        t0 = time.perf_counter()
-        params, loss = train_population(apply, jax.vmap(init)(jax.random.split(k_init, P)), data_x, data_y, k_train,
-                                        **common)
-        kl, frac, negelbo = evaluate(apply, params, data_x, data_y, k_eval)
-        held_negelbo = evaluate(apply, params, held_x, held_y, k_eval)[2]
-        jax.block_until_ready(kl)
-        seconds = time.perf_counter() - t0
-        print(f"{label} CVAE population trained in {seconds:.0f}s", flush=True)
-        return params, loss, kl, frac, negelbo, held_negelbo, seconds
 
-    lin, lin_loss, lin_kl, lin_frac, lin_negelbo, lin_held, t_lin = fit(
-        "linear", lambda k: init_linear(k, d, d, d), apply_linear, k_lin, k_t1, k_ev1)
-    relu, relu_loss, relu_kl, relu_frac, relu_negelbo, relu_held, t_relu = fit(
-        "ReLU", lambda k: init_relu(k, d, d, d, args.hidden), apply_relu, k_relu, k_t2, k_ev2)
+def fit(label, init, apply, keys, train, held, common):
+    """Train one model family as a population (one member per setting); evaluate on train and held-out rows.
 
+    keys: (init, train, eval) PRNG keys; train, held: (x [P, N, d], y [P, N, d]); common: train_population's
+    keyword arguments. Returns (params, losses [P, T], kl [P, dz], eps-delta fraction [P, dz], -ELBO [P],
+    held-out -ELBO [P], seconds).
+    """
+    k_init, k_train, k_eval = keys
+    t0 = time.perf_counter()
+    params, loss = train_population(apply, jax.vmap(init)(jax.random.split(k_init, train[0].shape[0])), *train,
+                                    k_train, **common)
+    kl, frac, negelbo = evaluate(apply, params, *train, k_eval)
+    held_negelbo = evaluate(apply, params, *held, k_eval)[2]
+    jax.block_until_ready(kl)
+    seconds = time.perf_counter() - t0
+    print(f"{label} CVAE population trained in {seconds:.0f}s", flush=True)
+    return params, loss, kl, frac, negelbo, held_negelbo, seconds
+
+
+def result_rows(pred, xs, ys, lin_fit, relu_fit) -> list[dict]:
+    """One JSON row per setting: the prediction and both trained families (outputs of :func:`fit`)."""
+    lin, lin_loss, lin_kl, lin_frac, lin_negelbo, lin_held, _ = lin_fit
+    _, relu_loss, relu_kl, relu_frac, relu_negelbo, relu_held, _ = relu_fit
     rows = []
     for i, (name, _) in enumerate(SETTINGS):
         p = {k: np.asarray(v[i], np.float64) for k, v in lin.items()}
@@ -268,8 +265,11 @@ def main(argv=None) -> int:
                      "elbo_held_out": -float(relu_held[i]),
                      "final_train_loss": float(relu_loss[i, -1])},
         })
-    elapsed = time.perf_counter() - start
+    return rows
 
+
+def write_tables(args, command: str, rows: list[dict], d: int) -> tuple[str, list[str]]:
+    """table.csv and table.md in ``args.out``; returns (the note under the table, the markdown lines)."""
     header = ["setting", "published", "theta (population)", "theta range (empirical)",
               "predicted collapsed (theta <= 0.25)", "predicted KL_i < 0.01", "linear CVAE collapsed",
               "ReLU CVAE collapsed", "linear max abs KL error", "closed-form ELBO", "linear ELBO (exact)",
@@ -292,12 +292,40 @@ def main(argv=None) -> int:
             f"on the training rows unless marked held-out ({args.rows} fresh rows per setting).")
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(f"# Linear CVAE collapse vs x-y correlation\n\nCommand: `{command}`\n\n{note}\n\n" + "\n".join(md) + "\n")
+    return note, md
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    command = write_command(args.out, __file__, argv)
+    start = time.perf_counter()
+    d = args.dim
+    rng = np.random.default_rng(args.seed)
+    xs, ys = zip(*(make_data(kind, d, args.rows, rng) for _, kind in SETTINGS))
+    train = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
+    held = [make_data(kind, d, args.rows, rng) for _, kind in SETTINGS]  # fresh rows, same distributions
+    held = jnp.asarray(np.stack([h[0] for h in held])), jnp.asarray(np.stack([h[1] for h in held]))
+    names = [n for n, _ in SETTINGS]
+    pred = predictions(xs, ys, d)
+
+    key = jax.random.key(args.seed)
+    k_lin, k_relu, k_ev1, k_ev2, k_t1, k_t2 = jax.random.split(key, 6)
+    common = dict(steps=args.steps, batch_size=args.batch_size, lr=1e-2, final_lr=1e-4)
+    lin_fit = fit("linear", lambda k: init_linear(k, d, d, d), apply_linear, (k_lin, k_t1, k_ev1), train, held,
+                  common)
+    relu_fit = fit("ReLU", lambda k: init_relu(k, d, d, d, args.hidden), apply_relu, (k_relu, k_t2, k_ev2), train,
+                   held, common)
+    rows = result_rows(pred, xs, ys, lin_fit, relu_fit)
+    elapsed = time.perf_counter() - start
+
+    note, md = write_tables(args, command, rows, d)
     fig = plot(os.path.join(args.out, "cvae_correlation.png"), names, [r["collapsed"] for r in rows],
                [r["linear"]["collapsed"] for r in rows], [r["relu"]["collapsed"] for r in rows], d)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"command": command, "note": note, "dim": d, "rows": args.rows, "steps": args.steps,
                    "batch_size": args.batch_size, "hidden": args.hidden, "eta_dec": ETA_DEC, "beta": BETA,
-                   "kl_collapse_threshold": KL_COLLAPSE, "seconds": {"linear": t_lin, "relu": t_relu,
+                   "kl_collapse_threshold": KL_COLLAPSE, "seconds": {"linear": lin_fit[-1], "relu": relu_fit[-1],
                                                                       "total": elapsed},
                    "figure": os.path.basename(fig), "settings": rows}, f, indent=1)
     print(note)

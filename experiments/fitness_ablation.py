@@ -24,7 +24,6 @@ Outputs (``--out``, default experiments/results/fitness_ablation):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -60,9 +59,10 @@ def main(argv=None) -> int:
     for kind in kinds:
         t0 = time.time()
         base = barrier_study.make_config("digits", sizes, args.seed, S2_SCALES, BETAS)
-        config = dataclasses.replace(base, fitness=kind, baselines=("fixed_gmm",), final_objectives=("fixed",))
+        config = base.override({"selection.fitness": kind, "baselines.methods": ("fixed_gmm",),
+                                "final.objectives": ("fixed",)})
         result = run_hct(config.validate())
-        rows = barrier_study.derive_rows(result, [], [], config.collapse_mi_threshold)
+        rows = barrier_study.derive_rows(result, [], [], config.selection.collapse_mi_threshold)
         out["runs"][kind] = {"rows": rows, "summary": barrier_study.summarise(rows),
                              "elapsed_seconds": time.time() - t0}
         s = {r["method"]: r for r in out["runs"][kind]["summary"]}

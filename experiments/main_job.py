@@ -21,7 +21,7 @@ import shutil
 import sys
 
 from hcjax import cli
-from hcjax.hct import HCTConfig, run_hct
+from hcjax.hct import HCTConfig, RunConfig, run_hct
 from hcjax.cli.train import comparison_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         if seed == 0:
             continue
-        result = run_hct(HCTConfig(seed=seed))
+        result = run_hct(HCTConfig(run=RunConfig(seed=seed)))
         rows[seed] = result.final_summary()
         tables.append(f"seed {seed}\n" + comparison_table(result))
     with open(os.path.join(OUT, "seeds.json"), "w") as f:

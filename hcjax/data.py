@@ -4,6 +4,12 @@ Every loader returns a :class:`Dataset` of float32 NumPy arrays (rows are
 examples, flattened to [N, D]) split into train and validation parts. Data are
 generated with NumPy from an integer seed, so one root seed fixes them.
 
+Sizes: ``num_rows`` is the number of examples (rows) a generator draws
+(``num_samples`` elsewhere in hcjax means Monte Carlo samples).
+
+Loaders hold host (NumPy) data and check values in full, whatever the input
+type (``check_values=True``, see :mod:`hcjax._validate`).
+
 Conventions: images are scaled to [0, 1] (``pixel / max``) and not centred; a
 Gaussian decoder with a bias learns the mean. ``standardise=True`` rescales
 every feature to zero mean and unit variance using train statistics only.
@@ -70,7 +76,7 @@ def check_data(name: str, x, min_rows: int = 1) -> np.ndarray:
     """Validate a data matrix [N, D] (finite, non-empty, rank 2) and return it as float32."""
     if not hasattr(x, "shape"):
         raise TypeError(f"{name} must be an array of shape [N, D], got {type(x).__name__}.")
-    check_finite_array(name, x, rank=2, what="[N, D]: one row per example")
+    check_finite_array(name, x, rank=2, what="[N, D]: one row per example", check_values=True)
     if x.shape[0] < min_rows:
         raise ValueError(f"{name} has {x.shape[0]} rows; at least {min_rows} are needed.")
     return np.asarray(x, np.float32)
@@ -82,29 +88,29 @@ def random_rotation(dim: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def gaussian_spectrum(num_samples: int, eigenvalues, seed: int = 0, rotate: bool = True, mean=None):
-    """Samples of N(mean, Sigma) with eigenvalues ``eigenvalues`` (any order).
+def gaussian_spectrum(num_rows: int, eigenvalues, seed: int = 0, rotate: bool = True, mean=None):
+    """``num_rows`` = N draws of N(mean, Sigma) with eigenvalues ``eigenvalues`` (any order).
 
     Returns ``(x [N, D] float32, cov [D, D] float64)`` where ``cov`` is the
     population covariance ``Q diag(eigenvalues) Q^T`` (Q a random rotation if
     ``rotate``, else the identity).
     """
-    num_samples = check_int("num_samples", num_samples, minimum=1)
+    num_rows = check_int("num_rows", num_rows, minimum=1)
     lam = np.asarray(eigenvalues, np.float64)
-    check_finite_array("eigenvalues", lam, rank=1, what="[D] covariance eigenvalues")
+    check_finite_array("eigenvalues", lam, rank=1, what="[D] covariance eigenvalues", check_values=True)
     if np.any(lam < 0):
         raise ValueError(f"eigenvalues must be >= 0 (a covariance is PSD), got {lam}.")
     rng = np.random.default_rng(seed)
     dim = lam.shape[0]
     q = random_rotation(dim, rng) if rotate else np.eye(dim)
-    x = (rng.standard_normal((num_samples, dim)) * np.sqrt(lam)) @ q.T
+    x = (rng.standard_normal((num_rows, dim)) * np.sqrt(lam)) @ q.T
     if mean is not None:
         x = x + np.asarray(mean, np.float64)
     return x.astype(np.float32), (q * lam) @ q.T
 
 
 def clustered(
-    num_samples: int,
+    num_rows: int,
     data_dim: int = 8,
     num_clusters: int = 4,
     seed: int = 0,
@@ -112,7 +118,7 @@ def clustered(
     cluster_std: float = 1.0,
     weights=None,
 ):
-    """Samples of a Gaussian mixture with known labels.
+    """``num_rows`` = N draws of a Gaussian mixture with known labels.
 
     Cluster means are ``separation / sqrt(2)`` times orthonormal random
     directions (pairwise distance exactly ``separation`` when
@@ -121,11 +127,11 @@ def clustered(
 
     Returns ``(x [N, D] float32, labels [N] int32, means [K, D] float64)``.
     """
-    num_samples = check_int("num_samples", num_samples, minimum=1)
+    num_rows = check_int("num_rows", num_rows, minimum=1)
     data_dim = check_int("data_dim", data_dim, minimum=1)
     num_clusters = check_int("num_clusters", num_clusters, minimum=1)
-    check_positive("separation", separation)
-    check_positive("cluster_std", cluster_std)
+    check_positive("separation", separation, check_values=True)
+    check_positive("cluster_std", cluster_std, check_values=True)
     rng = np.random.default_rng(seed)
     if num_clusters <= data_dim:
         directions = random_rotation(data_dim, rng)[:, :num_clusters].T
@@ -139,8 +145,8 @@ def clustered(
         if w.shape != (num_clusters,) or np.any(w < 0) or w.sum() <= 0:
             raise ValueError(f"weights must be {num_clusters} non-negative numbers with a positive sum, got {weights}.")
         w = w / w.sum()
-    labels = rng.choice(num_clusters, size=num_samples, p=w).astype(np.int32)
-    x = means[labels] + cluster_std * rng.standard_normal((num_samples, data_dim))
+    labels = rng.choice(num_clusters, size=num_rows, p=w).astype(np.int32)
+    x = means[labels] + cluster_std * rng.standard_normal((num_rows, data_dim))
     return x.astype(np.float32), labels, means
 
 
@@ -239,7 +245,7 @@ def load_mnist(path: str):
 def train_val_split(x, labels=None, val_fraction: float = 0.2, seed: int = 0):
     """Shuffle and split rows. Returns ``(train, val, train_labels, val_labels)``."""
     x = check_data("x", x, min_rows=2)
-    check_probability("val_fraction", val_fraction)
+    check_probability("val_fraction", val_fraction, check_values=True)
     n_val = int(round(val_fraction * x.shape[0]))
     if not 0 < n_val < x.shape[0]:
         raise ValueError(f"val_fraction={val_fraction} leaves {n_val} of {x.shape[0]} rows for validation; "
@@ -272,11 +278,14 @@ def load_dataset(
     spec: str = "synthetic",
     seed: int = 0,
     val_fraction: float = 0.2,
-    num_samples: int = 4000,
+    num_rows: int = 4000,
     standardise_features: bool = False,
     **kwargs,
 ) -> Dataset:
     """Load a data set by name.
+
+    ``num_rows`` is the number of examples the synthetic generators draw
+    (before the train/validation split); file-backed data sets ignore it.
 
     spec:
       ``synthetic``: clustered GMM data (``clustered(**kwargs)``; default D=8,
@@ -287,15 +296,18 @@ def load_dataset(
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string like {DATASET_SPECS!r}, got {type(spec).__name__}.")
+    if "num_samples" in kwargs:
+        raise TypeError(f"load_dataset got num_samples={kwargs['num_samples']!r}: the data set size is now "
+                        "called num_rows (num_samples means Monte Carlo samples in hcjax).")
     labels, image_shape, info, num_classes = None, None, {}, None
     if spec == "synthetic":
         opts = dict(data_dim=8, num_clusters=4) | kwargs
-        x, labels, means = clustered(num_samples, seed=seed, **opts)
+        x, labels, means = clustered(num_rows, seed=seed, **opts)
         num_classes = opts["num_clusters"]
         info = {"cluster_means": means.tolist(), **{k: v for k, v in opts.items()}}
     elif spec == "gaussian":
         eig = kwargs.pop("eigenvalues", [5.0, 3.0, 2.0, 1.0])
-        x, cov = gaussian_spectrum(num_samples, eig, seed=seed, **kwargs)
+        x, cov = gaussian_spectrum(num_rows, eig, seed=seed, **kwargs)
         info = {"eigenvalues": list(map(float, eig)), "population_covariance": cov.tolist()}
     elif spec == "digits":
         x, labels = load_digits()

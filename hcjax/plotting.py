@@ -57,8 +57,8 @@ def plot_rounds(result, path: str) -> str:
 def plot_lineage(result, path: str) -> str:
     """Which slot was pruned and which parent it copied, per round; the consensus member is marked."""
     plt = _pyplot()
-    p = result.config.population_size
-    n_rounds = result.config.rounds
+    p = result.config.population.size
+    n_rounds = result.config.population.rounds
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * n_rounds, 0.9 + 0.35 * p))
     for event in result.lineage:
         r = event["round"]

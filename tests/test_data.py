@@ -95,7 +95,27 @@ def test_load_dataset_is_deterministic_in_the_seed():
     assert not np.array_equal(a.train, data.load_dataset("synthetic", seed=4).train)
 
 
+def test_num_rows_sets_the_number_of_examples():
+    ds = data.load_dataset("synthetic", num_rows=250, val_fraction=0.2)
+    assert ds.train.shape == (200, 8) and ds.val.shape == (50, 8)
+    ds = data.load_dataset("gaussian", num_rows=40, val_fraction=0.25, eigenvalues=[2.0, 1.0])
+    assert ds.train.shape == (30, 2) and ds.val.shape == (10, 2)
+    assert data.clustered(num_rows=7)[0].shape == (7, 8)
+    assert data.gaussian_spectrum(num_rows=9, eigenvalues=[1.0])[0].shape == (9, 1)
+
+
+def test_loaders_check_device_array_values_too():
+    """Loaders hold host data: a NaN is rejected whatever the input type (``check_values=True``)."""
+    import jax.numpy as jnp
+    with pytest.raises(ValueError, match="x contains 1 non-finite"):
+        data.check_data("x", jnp.asarray([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match="val_fraction must lie in"):
+        data.train_val_split(np.zeros((10, 2)), val_fraction=jnp.asarray(1.5))
+
+
 @pytest.mark.parametrize("call, exc, match", [
+    (lambda: data.load_dataset("synthetic", num_samples=300), TypeError, "now called num_rows"),
+    (lambda: data.clustered(0), ValueError, "num_rows must be >= 1, got 0"),
     (lambda: data.check_data("x", np.array([[1.0, np.nan]])), ValueError, "non-finite"),
     (lambda: data.check_data("x", np.array([[1.0, np.inf]])), ValueError, "non-finite"),
     (lambda: data.check_data("x", np.zeros((0, 3))), ValueError, "empty"),

@@ -73,9 +73,7 @@ def _information_and_energy(resp: jax.Array, k: int, temperature: float, eps: fl
     rows = smooth(resp[:, :k] / jnp.sum(resp[:, :k], axis=-1, keepdims=True), eps)
     t_bar = jnp.mean(rows, axis=0)
     info = jnp.mean(jnp.sum(rows * (jnp.log(rows) - jnp.log(t_bar)), axis=-1))
-    logits = jnp.log(rows)
-    centred = logits - jnp.mean(logits, axis=-1, keepdims=True)
-    energy = jnp.mean((k - 1) / (2.0 * k * temperature**2) * jnp.sum(centred**2, axis=-1))
+    energy = jnp.mean(certificates.energy_of_log_odds(certificates.centred_log_odds(rows), k, temperature))
     return info, energy
 
 

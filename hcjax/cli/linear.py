@@ -105,7 +105,7 @@ def _load(args) -> tuple[str, np.ndarray | None, np.ndarray]:
         cov = np.diag(np.sort(lam)[::-1])
         rows = None
         if args.train:
-            from hcjax.theory.verify import matched_gaussian_samples
+            from hcjax.theory.spectra import matched_gaussian_samples
 
             rows = matched_gaussian_samples(lam, args.num_samples, seed=args.seed)
             rows64 = rows.astype(np.float64) - rows.mean(axis=0)
@@ -175,15 +175,8 @@ def plot_kl_curves(path: str, s2_dense, kl_dense, critical, trained_s2=None, tra
     return path
 
 
-def run(args: argparse.Namespace) -> int:
-    from hcjax.theory import linear
-
-    parser: argparse.ArgumentParser = args._parser
-    try:
-        source, rows, cov = _load(args)
-    except (ValueError, TypeError, ImportError) as exc:
-        parser.error(str(exc))
-    lam = np.linalg.eigvalsh(cov)[::-1].clip(min=0.0)
+def _check_arguments(parser: argparse.ArgumentParser, args, rows, lam: np.ndarray) -> int:
+    """Exit with a usage error on inconsistent options; returns d, the number of latents."""
     D = lam.size
     d = args.latent_dim if args.latent_dim is not None else min(D, 4)
     if not 1 <= d <= D:
@@ -200,15 +193,18 @@ def run(args: argparse.Namespace) -> int:
     if lam[d - 1] <= 0:
         parser.error(f"eigenvalue {d} of the covariance is 0: latents beyond the rank are always collapsed; "
                      f"use --latent-dim <= {int(np.sum(lam > 0))}")
-    beta, s2 = args.beta, args.s2
-    crit_s2 = lam[:d] / beta
-    crit_beta = lam[:d] / s2
+    return d
 
-    print(f"hcjax linear: {source}, D = {D}, d = {d}, beta = {beta:g}, s2 = {s2:g}")
+
+def _closed_form_tables(args, source: str, lam: np.ndarray, cov: np.ndarray, d: int):
+    """Print the thresholds and the closed-form KL table; returns (s2 grid [M], KL [M, d] in nats)."""
+    from hcjax.theory import linear
+
+    beta, s2 = args.beta, args.s2
+    print(f"hcjax linear: {source}, D = {lam.size}, d = {d}, beta = {beta:g}, s2 = {s2:g}")
     print("\nPer-dimension thresholds (latent i collapses iff beta * s2 >= lambda_i):")
     print(_table(["latent", "lambda_i", f"critical s2 (beta={beta:g})", f"critical beta (s2={s2:g})"],
-                 [[str(i + 1), f"{lam[i]:.6g}", f"{crit_s2[i]:.6g}", f"{crit_beta[i]:.6g}"] for i in range(d)]))
-
+                 [[str(i + 1), f"{lam[i]:.6g}", f"{lam[i] / beta:.6g}", f"{lam[i] / s2:.6g}"] for i in range(d)]))
     if args.s2_grid is not None:
         table_s2 = np.geomspace(*args.s2_grid)
     else:
@@ -218,33 +214,72 @@ def run(args: argparse.Namespace) -> int:
     print(_table(["s2", *[f"KL_{i + 1}" for i in range(d)], "active"],
                  [[f"{s:.4g}", *[f"{k:.4f}" for k in row], str(int(np.sum(row > 0)))]
                   for s, row in zip(table_s2, table_kl)]))
+    return table_s2, table_kl
 
-    verification = None
-    if args.train:
-        from hcjax.theory.verify import DescentSettings, verify_threshold
 
-        print(f"\nTraining {args.num_grid} {args.model} VAEs ({args.estimator} estimator, {args.steps} steps) ...",
-              flush=True)
-        try:
-            verification = verify_threshold(
-                rows, d, sweep="s2", beta=beta, model=args.model, estimator=args.estimator,
-                settings=DescentSettings(num_steps=args.steps, num_phases=args.phases, batch_size=args.batch_size),
-                seed=args.seed, num_grid=args.num_grid)
-        except (ValueError, TypeError) as exc:
-            parser.error(str(exc))
-        v = verification
-        print(f"done in {v.train_seconds:.1f}s. Measured thresholds (zero crossing of the trained KL, log-s2 fit):")
-        print(_table(["latent", "predicted s2_c", "measured s2_c", "rel. error", "status"],
-                     [[str(i + 1), f"{v.predicted_critical[i]:.5g}", f"{v.measured_critical[i]:.5g}",
-                       f"{v.relative_error[i]:+.2%}", v.status[i]] for i in range(d)]))
-        print(f"max |closed-form ELBO - trained ELBO| = {np.max(np.abs(v.elbo_gap)):.3g} nats ({v.elbo_method})")
+def _train(parser: argparse.ArgumentParser, args, rows, d: int):
+    """Train the grid with :func:`hcjax.theory.verify.verify_threshold` and print the measured thresholds."""
+    from hcjax.theory.verify import DescentSettings, verify_threshold
+
+    print(f"\nTraining {args.num_grid} {args.model} VAEs ({args.estimator} estimator, {args.steps} steps) ...",
+          flush=True)
+    try:
+        v = verify_threshold(
+            rows, d, sweep="s2", beta=args.beta, model=args.model, estimator=args.estimator,
+            settings=DescentSettings(num_steps=args.steps, num_phases=args.phases, batch_size=args.batch_size),
+            seed=args.seed, num_grid=args.num_grid)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    print(f"done in {v.train_seconds:.1f}s. Measured thresholds (zero crossing of the trained KL, log-s2 fit):")
+    print(_table(["latent", "predicted s2_c", "measured s2_c", "rel. error", "status"],
+                 [[str(i + 1), f"{v.predicted_critical[i]:.5g}", f"{v.measured_critical[i]:.5g}",
+                   f"{v.relative_error[i]:+.2%}", v.status[i]] for i in range(d)]))
+    print(f"max |closed-form ELBO - trained ELBO| = {np.max(np.abs(v.elbo_gap)):.3g} nats ({v.elbo_method})")
+    return v
+
+
+def _write_figure(args, source: str, cov: np.ndarray, lam: np.ndarray, d: int, table_s2: np.ndarray,
+                  verification) -> None:
+    """kl_vs_s2.png in --out: closed form (cov [D, D], eigenvalues lam [D] descending) over the table's and the
+    trained grid's s2 range, the trained points and the thresholds."""
+    from hcjax.theory import linear
+
+    low = min(table_s2[0], verification.grid[0]) if verification is not None else table_s2[0]
+    high = max(table_s2[-1], verification.grid[-1]) if verification is not None else table_s2[-1]
+    dense = np.geomspace(low, high, 400)
+    try:
+        path = plot_kl_curves(
+            os.path.join(args.out, "kl_vs_s2.png"), dense, linear.dimension_kl(cov, d, dense, args.beta),
+            lam[:d] / args.beta,
+            trained_s2=None if verification is None else verification.grid,
+            trained_kl=None if verification is None else verification.measured_kl,
+            measured_critical=None if verification is None else verification.measured_critical,
+            title=f"{source}: KL per latent vs s2 (beta = {args.beta:g}, d = {d})")
+        print(f"wrote {path}")
+    except ImportError as exc:
+        print(f"hcjax linear: figure skipped ({exc})", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hcjax.theory import linear
+
+    parser: argparse.ArgumentParser = args._parser
+    try:
+        source, rows, cov = _load(args)
+    except (ValueError, TypeError, ImportError) as exc:
+        parser.error(str(exc))
+    lam = np.linalg.eigvalsh(cov)[::-1].clip(min=0.0)
+    d = _check_arguments(parser, args, rows, lam)
+    table_s2, table_kl = _closed_form_tables(args, source, lam, cov, d)
+    verification = _train(parser, args, rows, d) if args.train else None
 
     os.makedirs(args.out, exist_ok=True)
     record = {
-        "source": source, "data_dim": D, "latent_dim": d, "beta": beta, "s2": s2,
-        "eigenvalues": lam.tolist(), "critical_s2": crit_s2.tolist(), "critical_beta": crit_beta.tolist(),
+        "source": source, "data_dim": lam.size, "latent_dim": d, "beta": args.beta, "s2": args.s2,
+        "eigenvalues": lam.tolist(), "critical_s2": (lam[:d] / args.beta).tolist(),
+        "critical_beta": (lam[:d] / args.s2).tolist(),
         "table": {"s2": table_s2.tolist(), "kl": table_kl.tolist(),
-                  "elbo": [linear.optimum(cov, d, s, beta).elbo for s in table_s2]},
+                  "elbo": [linear.optimum(cov, d, s, args.beta).elbo for s in table_s2]},
         "training": verification.to_dict() if verification is not None else None,
     }
     json_path = os.path.join(args.out, "linear.json")
@@ -252,17 +287,5 @@ def run(args: argparse.Namespace) -> int:
         json.dump(record, f, indent=1)
     print(f"\nwrote {json_path}")
     if not args.no_figure:
-        low = min(table_s2[0], verification.grid[0]) if verification is not None else table_s2[0]
-        high = max(table_s2[-1], verification.grid[-1]) if verification is not None else table_s2[-1]
-        dense = np.geomspace(low, high, 400)
-        try:
-            path = plot_kl_curves(
-                os.path.join(args.out, "kl_vs_s2.png"), dense, linear.dimension_kl(cov, d, dense, beta), crit_s2,
-                trained_s2=None if verification is None else verification.grid,
-                trained_kl=None if verification is None else verification.measured_kl,
-                measured_critical=None if verification is None else verification.measured_critical,
-                title=f"{source}: KL per latent vs s2 (beta = {beta:g}, d = {d})")
-            print(f"wrote {path}")
-        except ImportError as exc:
-            print(f"hcjax linear: figure skipped ({exc})", file=sys.stderr)
+        _write_figure(args, source, cov, lam, d, table_s2, verification)
     return 0

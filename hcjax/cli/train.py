@@ -28,19 +28,13 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 
 import numpy as np
 
-from hcjax.hct import FINAL_OBJECTIVES, HCTConfig
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
+from hcjax.hct.config import HCTConfig
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -50,92 +44,54 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.5,2,8, got {text!r}") from None
 
 
-def _baselines(text: str) -> tuple[str, ...]:
-    from hcjax.hct import BASELINES
-
-    out = () if text.strip() == "none" else tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [b for b in out if b not in BASELINES]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown baseline(s) {bad}; choose among {tuple(BASELINES)} or 'none'")
-    return out
-
-
-def _objectives(text: str) -> tuple[str, ...]:
-    out = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [o for o in out if o not in FINAL_OBJECTIVES]
-    if bad or not out:
-        raise argparse.ArgumentTypeError(f"final objectives must be among {FINAL_OBJECTIVES}, got {text!r}")
-    return out
-
-
 def configure(p: argparse.ArgumentParser) -> None:
-    d = HCTConfig()
+    """Options of ``hcjax train``: every flagged HCTConfig field (:mod:`hcjax.hct.options`) plus run control."""
+    from hcjax.hct.options import add_config_flags
+
     p.add_argument("--config", help="JSON file with HCTConfig options (command-line flags override it)")
-    p.add_argument("--dataset", default=None, help=f"synthetic | gaussian | digits | mnist:PATH | fashion_mnist:PATH "
-                                                     f"(default {d.dataset})")
     p.add_argument("--out", default="runs/hct", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    p.add_argument("--seed", type=int, help=f"root seed (default {d.seed})")
-    p.add_argument("--population-size", "-P", type=int, dest="population_size", help=f"P (default {d.population_size})")
-    p.add_argument("--rounds", "-R", type=int, help=f"R (default {d.rounds})")
-    p.add_argument("--steps-per-round", "-T", type=int, dest="steps_per_round", help=f"T (default {d.steps_per_round})")
-    p.add_argument("--final-steps", type=int, dest="final_steps", help=f"single-objective steps (default {d.final_steps})")
-    p.add_argument("--prune", "-K", type=int, dest="num_pruned", help=f"members pruned per round (default {d.num_pruned})")
-    s2 = p.add_mutually_exclusive_group()
-    s2.add_argument("--s2", type=float, dest="decoder_variance", help="decoder variance s2 (absolute)")
-    s2.add_argument("--s2-scale", type=float, dest="decoder_variance_scale",
-                    help=f"s2 as a multiple of lambda_max of the data covariance (default {d.decoder_variance_scale})")
-    p.add_argument("--beta", type=float, help=f"KL weight (default {d.beta})")
-    p.add_argument("--latent-dim", type=int, dest="latent_dim", help=f"d (default {d.latent_dim})")
-    p.add_argument("--model", choices=("mlp", "linear", "conv"), help=f"network family (default {d.model})")
-    p.add_argument("--hidden", type=_ints, help="hidden widths, e.g. 64,64")
-    p.add_argument("--components", type=int, dest="num_components", help=f"max GMM components J (default {d.num_components})")
-    p.add_argument("--fitness", choices=("elbo", "margin", "consensus", "weighted"))
-    p.add_argument("--parent-selection", dest="parent_selection", choices=("best", "rank", "tournament", "proportional"))
-    p.add_argument("--reseed-source", dest="reseed_source", choices=("refit", "pool"))
-    p.add_argument("--final-objectives", type=_objectives, dest="final_objectives",
-                   help="comma list of fixed, learnable, standard_normal (default fixed)")
-    p.add_argument("--constraint-weight", type=float, dest="constraint_weight")
-    p.add_argument("--learning-rate", type=float, dest="learning_rate")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
+    add_config_flags(p)
     p.add_argument("--grid-s2-scale", type=_floats, dest="grid_s2_scale",
                    help="run one group per s2 multiple of lambda_max (x every --grid-beta), in one compiled program")
     p.add_argument("--grid-beta", type=_floats, dest="grid_beta",
                    help="run one group per beta (x every --grid-s2-scale), in one compiled program")
-    p.add_argument("--devices", type=int, help="number of local devices to shard the population over (default all)")
     dist = p.add_argument_group("several processes (hosts)")
     dist.add_argument("--distributed", action="store_true",
                       help="join a multi-process run; alone, JAX detects the cluster (SLURM, Open MPI, TPU pod)")
     dist.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (implies --distributed)")
     dist.add_argument("--num-processes", type=int, dest="num_processes", help="total number of processes")
     dist.add_argument("--process-id", type=int, dest="process_id", help="this process's index in [0, N)")
-    p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
-    p.add_argument("--baselines", type=_baselines,
-                   help="comma list of baselines trained in lockstep (default vanilla; 'none' for none): "
-                        "vanilla, beta_vae, annealing, cyclical, free_bits, latent_recon, fixed_gmm")
     p.add_argument("--no-figures", action="store_true", help="do not write figures (no matplotlib needed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
 
 
 def build_config(args: argparse.Namespace) -> HCTConfig:
-    base = HCTConfig.load_json(args.config).to_dict() if args.config else HCTConfig().to_dict()
-    for field in dataclasses.fields(HCTConfig):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            base[field.name] = value
-    if getattr(args, "decoder_variance_scale", None) is not None:
-        base["decoder_variance"] = None
+    """The HCTConfig of a command line: ``--config`` (if given), then every flag given, then the grid flags."""
+    from hcjax.hct.options import config_overrides
+
+    base = HCTConfig.load_json(args.config) if getattr(args, "config", None) else HCTConfig()
+    values = config_overrides(args)
     scales, betas = getattr(args, "grid_s2_scale", None), getattr(args, "grid_beta", None)
     if scales or betas:
-        base["grid"] = [({"decoder_variance_scale": s} if s is not None else {}) | ({"beta": b} if b is not None else {})
-                        for s in (scales or (None,)) for b in (betas or (None,))]
-    return HCTConfig.from_dict(base)
+        values["grid"] = [({"decoder_variance_scale": s} if s is not None else {}) | ({"beta": b} if b is not None else {})
+                          for s in (scales or (None,)) for b in (betas or (None,))]
+    return base.override(values)
+
+
+def _with_flag_names(message: str) -> str:
+    """Name the CLI flag beside a config option in an error message (``--s2 (objective.decoder_variance)``)."""
+    from hcjax.hct.options import flag_of
+
+    match = re.search(r"\b([a-z_]+\.[a-z_0-9]+)\b", message)
+    flag = flag_of(match.group(1)) if match else None
+    return message if flag is None else message.replace(match.group(1), f"{flag} ({match.group(1)})", 1)
 
 
 class _Progress:
     """A one-line progress bar over units plus a per-round table, on stderr/stdout."""
 
-    def __init__(self, total_rounds: int, quiet: bool):
+    def __init__(self, quiet: bool):
         self.quiet = quiet
         self.start = time.time()
         self.header_done = False
@@ -189,7 +145,8 @@ def comparison_table(result) -> str:
 def write_figures(result, out_dir: str) -> list[str]:
     import jax
 
-    from hcjax import data as data_lib, plotting
+    from hcjax import plotting
+    from hcjax.hct.setup import load_data
     from hcjax.vae.models import make_vae
     from hcjax.engine.population import take
 
@@ -197,11 +154,9 @@ def write_figures(result, out_dir: str) -> list[str]:
     paths = [plotting.plot_rounds(result, os.path.join(fig_dir, "rounds.png")),
              plotting.plot_lineage(result, os.path.join(fig_dir, "lineage.png"))]
     c = result.config
-    kwargs = {"num_samples": c.num_samples} if c.dataset in ("synthetic", "gaussian") else {}
-    ds = data_lib.load_dataset(c.dataset, seed=c.seed, val_fraction=c.val_fraction,
-                               standardise_features=c.standardise, **kwargs)
+    ds = load_data(c, None)
     vae = make_vae(result.model_config)
-    x = ds.val[: c.eval_points]
+    x = ds.val[: c.run.eval_points]
     latents = {}
     for slot in result.final[:1]:
         member = take(result.final_state, slot["slot"])
@@ -209,7 +164,7 @@ def write_figures(result, out_dir: str) -> list[str]:
     if result.baseline_state is not None:
         first = result.baselines[0]
         latents[f"{first['method']} (member 0)"] = vae.encode(take(result.baseline_state, 0).params, x)[0]
-    colours = ds.val_labels[: c.eval_points] if ds.val_labels is not None else None
+    colours = ds.val_labels[: c.run.eval_points] if ds.val_labels is not None else None
     paths.append(plotting.plot_latents(jax.device_get(latents), colours, os.path.join(fig_dir, "latents.png"),
                                        "encoder means on held-out data, coloured by true cluster/class"))
     return paths
@@ -234,13 +189,14 @@ def distributed_settings(args: argparse.Namespace) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hcjax._io import atomic_write_json
     from hcjax.engine.checkpoint import CheckpointError
 
     try:
         dist = distributed_settings(args)
         config = build_config(args).validate()
-    except (ValueError, TypeError) as exc:
-        print(f"hcjax train: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"hcjax train: error: {_with_flag_names(str(exc))}", file=sys.stderr)
         return 2
     from hcjax.engine import sharding  # imports jax, touches no backend
 
@@ -259,23 +215,23 @@ def run(args: argparse.Namespace) -> int:
         args.quiet, args.no_figures = True, True
     os.makedirs(args.out, exist_ok=True)
     if main:
-        config.save_json(os.path.join(args.out, "config.json"))
+        atomic_write_json(os.path.join(args.out, "config.json"), config.to_dict(), indent=2)
     if not args.quiet:
-        s2 = f"{config.decoder_variance}" if config.decoder_variance is not None else \
-            f"{config.decoder_variance_scale} x lambda_max"
-        print(f"hcjax train: dataset={config.dataset} P={config.population_size} R={config.rounds} "
-              f"T={config.steps_per_round} final={config.final_steps} s2={s2} beta={config.beta} -> {args.out} "
-              f"on {jax.device_count()} devices ({jax.process_count()} processes)", flush=True)
+        o, p = config.objective, config.population
+        s2 = f"{o.decoder_variance}" if o.decoder_variance is not None else f"{o.decoder_variance_scale} x lambda_max"
+        n_dev, n_proc = jax.device_count(), jax.process_count()
+        print(f"hcjax train: dataset={config.data.dataset} P={p.size} R={p.rounds} T={p.steps_per_round} "
+              f"final={config.final.steps} s2={s2} beta={o.beta} -> {args.out} on {n_dev} device"
+              f"{'s' if n_dev > 1 else ''} ({n_proc} process{'es' if n_proc > 1 else ''})", flush=True)
     try:
         result = run_hct(config, out_dir=args.out, resume=args.resume,
-                         progress=_Progress(config.rounds, args.quiet))
+                         progress=_Progress(args.quiet))
     except (ValueError, TypeError, CheckpointError) as exc:
-        print(f"hcjax train: error: {exc}", file=sys.stderr)
+        print(f"hcjax train: error: {_with_flag_names(str(exc))}", file=sys.stderr)
         return 2
     if not main:
         return 0
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(result.to_json(), f, indent=1)
+    atomic_write_json(os.path.join(args.out, "summary.json"), result.to_json(), indent=1)
     if result.final:
         save_final_model(result, os.path.join(args.out, "final_model"))
     if not args.quiet:

@@ -48,9 +48,10 @@ __all__ = [
     "TrainingContext",
     "LossAux",
     "member_loss",
+    "elbo_loss",
 ]
 
-LATENT_RECON_SOURCES = {"posterior_sample": 0, "posterior_mean": 1, "prior_sample": 2}
+from hcjax.vae.latent_source import LATENT_SOURCES as LATENT_RECON_SOURCES  # one table: name -> int code
 
 
 @flax.struct.dataclass
@@ -258,3 +259,19 @@ def member_loss(
     aux = LossAux(loss=loss, reconstruction=recon, kl=jnp.mean(terms.kl), beta=beta_t, constraint=constraint,
                   alignment=alignment, latent_recon=latent_recon)
     return loss, aux
+
+
+def elbo_loss(vae, settings: LossSettings = LossSettings()):
+    """The library's loss as an engine loss function (see :mod:`hcjax.engine.step`).
+
+    Returns ``loss_fn(trainable, member, batch, key) -> (loss, LossAux)``:
+    :func:`member_loss` with the member's own objective settings and step
+    counter, and the batch's constraint labels, teacher rows and witness.
+    """
+
+    def loss_fn(trainable, member, batch, key):
+        return member_loss(trainable, vae, member.objective, member.step, batch.x, key, settings,
+                           batch.teacher if settings.with_alignment else None, batch.witness,
+                           batch.labels if settings.with_constraint else None)
+
+    return loss_fn

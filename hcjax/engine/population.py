@@ -31,6 +31,7 @@ import optax
 
 from hcjax.vae import diagnostics
 from hcjax.engine import objectives as objectives_lib
+from hcjax.engine.step import LossFn, make_member_step, member_group_size, train_round, tree_where
 from hcjax.vae import priors as priors_lib
 from hcjax._validate import check_int, check_positive
 from hcjax.vae.models import ModelConfig, VAE, make_vae
@@ -42,11 +43,11 @@ __all__ = [
     "as_typed_key",
     "Trainer",
     "make_optimizer",
-    "member_group_size",
+    "member_group_size",  # re-exported from hcjax.engine.step
     "new_history",
     "population_size",
     "take",
-    "tree_where",
+    "tree_where",  # re-exported from hcjax.engine.step
 ]
 
 
@@ -126,39 +127,24 @@ def take(state, index):
     return jax.tree.map(lambda x: x[index], state)
 
 
-def tree_where(mask: jax.Array, on_true, on_false):
-    """Leafwise ``where`` with ``mask`` broadcast from the left (mask [P] selects whole members)."""
-
-    def pick(a, b):
-        m = jnp.reshape(mask, mask.shape + (1,) * (a.ndim - mask.ndim))
-        return jnp.where(m, a, b)
-
-    return jax.tree.map(pick, on_true, on_false)
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
     """Static settings of a population trainer (changing them recompiles).
 
-    batch_size: minibatch size per member per step.
+    batch_size: minibatch size per member per step (rows drawn with the
+      member's key, with replacement); None uses all N rows at every step.
     num_samples: reparameterised samples per example.
     grad_clip: global-norm gradient clipping (<= 0 disables).
     with_constraint, with_alignment, with_latent_recon: compute the optional
       loss terms (each costs compute for every member when on).
     eval_kl_samples, eval_is_samples: Monte Carlo sizes of the evaluation.
-    member_chunk: None (default) vmaps each step over all P members at once.
-      An int C trains the members in groups of c members (c = the largest
-      divisor of P that is <= C): ``lax.map`` over the P / c groups of the
-      whole ``lax.scan`` over steps of a ``vmap`` over c members. Members are
-      independent within a round, so the result is the same up to float
-      round-off; the working set shrinks by P / c, which keeps large
-      populations in cache on CPU (benchmarks/README.md: 2x faster at P = 256
-      there). Group j holds members j, j + P/c, j + 2 P/c, ..., so the vmapped
-      axis keeps a device sharding of the population axis when c is a
-      multiple of the device count.
+    member_chunk: None (default) vmaps each step over all P members at once;
+      an int C trains them in groups of at most C (see
+      :func:`hcjax.engine.step.train_round`). The working set shrinks by P / c,
+      which keeps large populations in cache on CPU (benchmarks/README.md).
     """
 
-    batch_size: int = 128
+    batch_size: int | None = 128
     num_samples: int = 1
     grad_clip: float = 10.0
     with_constraint: bool = False
@@ -169,7 +155,8 @@ class TrainSettings:
     member_chunk: int | None = None
 
     def __post_init__(self):
-        check_int("batch_size", self.batch_size, minimum=1)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, minimum=1)
         if self.member_chunk is not None:
             check_int("member_chunk", self.member_chunk, minimum=1)
         check_int("num_samples", self.num_samples, minimum=1)
@@ -192,43 +179,51 @@ def make_optimizer(grad_clip: float, learning_rate=1e-3) -> optax.GradientTransf
     return optax.inject_hyperparams(build)(learning_rate=learning_rate)
 
 
-def member_group_size(population_size: int, member_chunk: int | None) -> int:
-    """Members vmapped together under ``TrainSettings.member_chunk``: the largest divisor of P that is <= it."""
-    if member_chunk is None or member_chunk >= population_size:
-        return population_size
-    return max(c for c in range(1, member_chunk + 1) if population_size % c == 0)
-
-
 class Trainer:
     """Compiled population functions for one model and one set of static settings.
 
-    Attributes (all jitted): ``init``, ``train_round``, ``evaluate``,
-    ``latent_means``. Keep one Trainer per configuration: each instance owns
-    its compilation cache.
+    Built from the public pieces of :mod:`hcjax.engine.step`: ``step`` is
+    ``make_member_step(loss_fn, optimizer, settings.batch_size)`` and
+    ``train_round`` is ``train_round(step, ...)`` jitted with ``num_steps``
+    static. Attributes: ``vae``, ``loss_fn``, ``optimizer``, ``step``; jitted
+    ``init``, ``train_round``, ``latent_means``; ``evaluate``. Keep one Trainer
+    per configuration: each instance owns its compilation cache.
 
     Args:
       model: the :class:`hcjax.vae.models.ModelConfig`.
       settings: :class:`TrainSettings`.
       max_traces: if set, ``train_round`` raises when traced more often than
         this (``chex.assert_max_traces``); use 1 to catch silent recompiles.
+      loss_fn: your own loss, ``(trainable, member, batch, key) -> (loss,
+        aux)`` (see :mod:`hcjax.engine.step`); default: the library's
+        :func:`hcjax.engine.objectives.elbo_loss` of ``settings``.
     """
 
-    def __init__(self, model: ModelConfig, settings: TrainSettings = TrainSettings(), max_traces: int | None = None):
+    def __init__(self, model: ModelConfig, settings: TrainSettings = TrainSettings(), max_traces: int | None = None,
+                 loss_fn: LossFn | None = None):
         if not isinstance(model, ModelConfig):
             raise TypeError(f"model must be a ModelConfig, got {type(model).__name__}.")
         if not isinstance(settings, TrainSettings):
             raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}.")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be a function (trainable, member, batch, key) -> (loss, aux), "
+                            f"got {type(loss_fn).__name__}.")
         self.model = model
         self.settings = settings
         self.vae: VAE = make_vae(model)
         self.optimizer = make_optimizer(settings.grad_clip)
+        self.loss_fn = loss_fn if loss_fn is not None else objectives_lib.elbo_loss(self.vae, settings.loss)
+        self.step = make_member_step(self.loss_fn, self.optimizer, settings.batch_size)
         round_fn: Callable = self._train_round
         if max_traces is not None:
             round_fn = chex.assert_max_traces(round_fn, n=max_traces)
         self.train_round = jax.jit(round_fn, static_argnames=("num_steps",))
         self.init = jax.jit(self._init)
-        self.evaluate = jax.jit(self._evaluate)
+        self._evaluate_jit = jax.jit(self._evaluate)
         self.latent_means = jax.jit(self._latent_means)
+
+    def _train_round(self, state, data, ctx, num_steps: int):
+        return train_round(self.step, state, data, ctx, num_steps, self.settings.member_chunk)
 
     # ---- initialisation -------------------------------------------------
     def _init_member(self, key, prior, objective, learning_rate, log_s2, history, labels):
@@ -302,62 +297,6 @@ class Trainer:
         return self.init(keys, priors, objective, vec(learning_rate), jnp.log(vec(decoder_variance)), history,
                          labels)
 
-    # ---- training -------------------------------------------------------
-    def _member_step(self, member: PopulationState, data: jax.Array, ctx: objectives_lib.TrainingContext):
-        key = jax.random.wrap_key_data(member.key)
-        key, k_batch, k_loss = jax.random.split(key, 3)
-        idx = jax.random.randint(k_batch, (self.settings.batch_size,), 0, data.shape[0])
-        x = data[idx]
-        teacher_rows = ctx.teacher[idx] if self.settings.with_alignment else None
-        labels = member.labels[idx] if self.settings.with_constraint else None
-        obj = member.objective
-        trainable = {"params": member.params, "prior": member.prior, "log_s2": member.log_s2}
-
-        (loss, aux), grads = jax.value_and_grad(objectives_lib.member_loss, has_aux=True)(
-            trainable, self.vae, obj, member.step, x, k_loss, self.settings.loss, teacher_rows, ctx.witness, labels)
-        grads = {
-            "params": grads["params"],
-            "prior": jax.tree.map(lambda g: g * obj.learn_prior, grads["prior"]),
-            "log_s2": grads["log_s2"] * obj.learn_s2,
-        }
-        updates, opt_state = self.optimizer.update(grads, member.opt_state, trainable)
-        new = optax.apply_updates(trainable, updates)
-        new["prior"] = tree_where(obj.learn_prior, new["prior"], member.prior)
-        new["log_s2"] = jnp.where(obj.learn_s2, new["log_s2"], member.log_s2)
-
-        finite = jnp.isfinite(loss) & jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(new)]))
-        new = tree_where(finite, new, trainable)
-        opt_state = tree_where(finite, opt_state, member.opt_state)
-        member = member.replace(
-            params=new["params"], prior=new["prior"], log_s2=new["log_s2"], opt_state=opt_state,
-            key=jax.random.key_data(key), step=member.step + 1,
-            nonfinite_steps=member.nonfinite_steps + (~finite).astype(jnp.int32),
-        )
-        return member, aux
-
-    def _train_round(self, state: PopulationState, data: jax.Array, ctx: objectives_lib.TrainingContext,
-                     num_steps: int):
-        step = jax.vmap(self._member_step, in_axes=(0, None, None))
-
-        def body(carry, _):
-            return step(carry, data, ctx)
-
-        def run(members):
-            return jax.lax.scan(body, members, None, length=num_steps)
-
-        p = state.step.shape[0]
-        c = member_group_size(p, self.settings.member_chunk)
-        if c == p:
-            return run(state)
-        k = p // c
-        # member m = a * k + b sits at group b, slot a: the vmapped axis a keeps the population sharding
-        grouped = jax.tree.map(lambda x: jnp.swapaxes(x.reshape((c, k) + x.shape[1:]), 0, 1), state)
-        new, aux = jax.lax.map(run, grouped)  # leaves [k, c, ...] and [k, T, c]
-        new = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((p,) + x.shape[2:]), new)
-        aux = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 2).reshape((num_steps, p) + x.shape[3:]), aux)
-        return new, aux
-
     def train(self, state: PopulationState, data, num_steps: int, ctx: objectives_lib.TrainingContext | None = None):
         """Run ``num_steps`` steps of every member (one compiled call).
 
@@ -383,10 +322,17 @@ class Trainer:
                                 num_steps=num_steps)
 
     # ---- evaluation -----------------------------------------------------
+    def evaluate(self, state: PopulationState, x: jax.Array, key: jax.Array) -> diagnostics.CollapseReport:
+        """Collapse report per member on x [N, D] (one compiled call).
+
+        ``key``: one PRNG key (typed, or raw uint32 data of shape [2]), split
+        into one key per member, or [P] keys (typed, or raw [P, 2]).
+        """
+        return self._evaluate_jit(state, x, as_typed_key(key))
+
     def _evaluate(self, state: PopulationState, x: jax.Array, key: jax.Array) -> diagnostics.CollapseReport:
-        """Collapse report per member on x [N, D]; ``key`` is one key (split per member) or [P] keys."""
         p = state.step.shape[0]
-        keys = key if key.shape == (p,) else jax.random.split(key, p)
+        keys = key if key.ndim == 1 else jax.random.split(key, p)
         s = self.settings
 
         def one(params, prior, log_s2, analytic, k):

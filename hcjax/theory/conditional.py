@@ -34,14 +34,14 @@ import numpy as np
 from hcjax._validate import check_finite_array, check_int, check_positive, check_rank
 from hcjax.theory.linear import (
     LinearOptimum,
-    _as_moment,
     _check_hyper,
     _check_shape,
-    _descending_eigh,
     _gaussian_nll,
     _kl_to_isotropic,
     _optimum_from_spectrum,
+    _views,
 )
+from hcjax.theory.spectra import _as_moment, _descending_eigh
 
 __all__ = [
     "ConditionalMoments",
@@ -138,31 +138,24 @@ class ConditionalOptimum:
             per-latent ``kl`` [dz], ``active`` [dz] and the objective values.
         W1: [dz, dx] encoder weights on x (= -W2 B).
         U2: [dy, dx] decoder weights on x (= B).
+
+    Properties (the residual optimum's fields under the CVAE's names):
+        W2: [dz, dy] encoder weights on y. U1: [dy, dz] decoder weights on z.
+        encoder_var: [dz] encoder variances s_i^2.
+        theta: [dy] eigenvalues of E, descending.
+        kl: [dz] per-latent KL(q(z_i|x,y) || p(z_i)), averaged over (x, y), nats.
+        active: [dz] True where theta_i > beta eta_dec^2.
+        elbo: -F, the beta-weighted ELBO at the optimum (nats per example);
+        unweighted_elbo: the true (beta = 1) ELBO at the beta-optimum.
+        decoder_singular_values, num_collapsed: see below.
     """
 
     residual_optimum: LinearOptimum
     W1: np.ndarray
     U2: np.ndarray
 
-    @property
-    def W2(self) -> np.ndarray:
-        """[dz, dy] encoder weights on y."""
-        return self.residual_optimum.V
-
-    @property
-    def U1(self) -> np.ndarray:
-        """[dy, dz] decoder weights on z."""
-        return self.residual_optimum.W
-
-    @property
-    def encoder_var(self) -> np.ndarray:
-        """[dz] encoder variances s_i^2."""
-        return self.residual_optimum.encoder_var
-
-    @property
-    def theta(self) -> np.ndarray:
-        """[dy] eigenvalues of E, descending."""
-        return self.residual_optimum.eigenvalues
+    W2, U1, encoder_var, theta, kl, active, elbo, unweighted_elbo = _views(
+        "residual_optimum", "V", "W", "encoder_var", "eigenvalues", "kl", "active", "elbo", "unweighted_elbo")
 
     @property
     def decoder_singular_values(self) -> np.ndarray:
@@ -170,29 +163,9 @@ class ConditionalOptimum:
         return np.linalg.norm(self.U1, axis=0)
 
     @property
-    def kl(self) -> np.ndarray:
-        """[dz] per-latent KL(q(z_i|x,y) || p(z_i)), averaged over (x, y)."""
-        return self.residual_optimum.kl
-
-    @property
-    def active(self) -> np.ndarray:
-        """[dz] True where theta_i > beta eta_dec^2."""
-        return self.residual_optimum.active
-
-    @property
     def num_collapsed(self) -> int:
         """Number of collapsed latents (theta_i <= beta eta_dec^2)."""
         return self.residual_optimum.latent_dim - self.residual_optimum.num_active
-
-    @property
-    def elbo(self) -> float:
-        """-F, the beta-weighted ELBO at the optimum (nats per example)."""
-        return self.residual_optimum.elbo
-
-    @property
-    def unweighted_elbo(self) -> float:
-        """The true (beta = 1) ELBO at the beta-optimum."""
-        return self.residual_optimum.unweighted_elbo
 
 
 def optimum(moments, latent_dim: int, decoder_variance, beta=1.0, prior_scale=1.0) -> ConditionalOptimum:

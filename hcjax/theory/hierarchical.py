@@ -55,17 +55,17 @@ import math
 
 import numpy as np
 
+from hcjax._constants import LOG_2PI
 from hcjax._validate import check_int, check_positive, check_rank
 from hcjax.theory.linear import (
-    LOG_2PI,
     LinearOptimum,
-    _as_moment,
     _check_shape,
-    _descending_eigh,
     _gaussian_nll,
     _optimum_from_spectrum,
+    _views,
     negative_elbo as _linear_negative_elbo,
 )
+from hcjax.theory.spectra import _as_moment, _descending_eigh
 
 __all__ = [
     "HierarchicalOptimum",
@@ -103,6 +103,15 @@ class HierarchicalOptimum:
             ``active`` marks the z2 latents that did not collapse.
         reconstruction: E[-ln p(x|z1)], including (D/2) ln(2 pi eta_dec^2).
         decoder_variance, encoder1_variance, beta1, beta2, prior_scale: hyper-parameters.
+
+    Properties (the z1 optimum's fields under the HVAE's names):
+        W2: [d2, d1] encoder weights of q(z2|z1). U2: [d1, d2] decoder weights
+        of p(z1|z2). encoder2_var: [d2] learned variances S2.
+        z1_second_moment: [d1] m_i = E[z1_i^2] (descending).
+        z2_active: [d2] True where q(z2_i|z1) differs from p(z2_i).
+        kl2: [d2] per-latent E KL(q(z2_i|z1) || p(z2_i)), nats.
+        The singular values, ``z1_mean_active``, ``z1_term``, ``elbo`` and
+        ``unweighted_elbo``: see below.
     """
 
     eigenvalues: np.ndarray
@@ -117,25 +126,8 @@ class HierarchicalOptimum:
     beta2: float
     prior_scale: float
 
-    @property
-    def W2(self) -> np.ndarray:
-        """[d2, d1] encoder weights of q(z2|z1)."""
-        return self.z1_optimum.V
-
-    @property
-    def U2(self) -> np.ndarray:
-        """[d1, d2] decoder weights of p(z1|z2)."""
-        return self.z1_optimum.W
-
-    @property
-    def encoder2_var(self) -> np.ndarray:
-        """[d2] learned variances S2."""
-        return self.z1_optimum.encoder_var
-
-    @property
-    def z1_second_moment(self) -> np.ndarray:
-        """[d1] m_i = E[z1_i^2] (descending)."""
-        return self.z1_optimum.eigenvalues
+    W2, U2, encoder2_var, z1_second_moment, z2_active, kl2 = _views(
+        "z1_optimum", "V", "W", "encoder_var", "eigenvalues", "active", "kl")
 
     @property
     def encoder_singular_values(self) -> np.ndarray:
@@ -151,16 +143,6 @@ class HierarchicalOptimum:
     def z1_mean_active(self) -> np.ndarray:
         """[d1] True where the mean of q(z1_i|x) depends on x (lambda_i > 0)."""
         return self.z1_second_moment > self.encoder1_variance
-
-    @property
-    def z2_active(self) -> np.ndarray:
-        """[d2] True where q(z2_i|z1) differs from p(z2_i)."""
-        return self.z1_optimum.active
-
-    @property
-    def kl2(self) -> np.ndarray:
-        """[d2] per-latent E KL(q(z2_i|z1) || p(z2_i))."""
-        return self.z1_optimum.kl
 
     @property
     def z1_term(self) -> float:

@@ -50,7 +50,9 @@ import math
 
 import numpy as np
 
+from hcjax._constants import LOG_2PI
 from hcjax._validate import check_finite_array, check_int, check_positive, check_rank
+from hcjax.theory.spectra import MOMENT_RTOL, Spectrum, _as_moment, _descending_eigh, spectrum
 
 __all__ = [
     "MOMENT_RTOL",
@@ -67,102 +69,12 @@ __all__ = [
     "learned_variance_optimum",
     "dimension_kl",
     "dimension_kl_slope",
-]
-
-LOG_2PI = math.log(2.0 * math.pi)
-
-MOMENT_RTOL = 1e-6
-"""Relative tolerance of the symmetry and positive-semidefiniteness checks on a
-covariance / second-moment matrix: ``max|C - C^T|`` and ``-min eig(C)`` may not
-exceed ``MOMENT_RTOL * max|C|``. Accepted matrices are symmetrised and their
-eigenvalues clipped at 0."""
+]  # MOMENT_RTOL, Spectrum and spectrum live in hcjax.theory.spectra (re-exported here)
 
 
 # --------------------------------------------------------------------------- #
-# Validation and spectra
+# Validation
 # --------------------------------------------------------------------------- #
-
-
-def _as_moment(name: str, matrix) -> np.ndarray:
-    """Validate a symmetric PSD matrix and return it symmetrised, in float64."""
-    check_finite_array(name, matrix, rank=2, what="a [D, D] covariance or second-moment matrix")
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.shape[0] != m.shape[1]:
-        raise ValueError(f"{name} must be square, got shape {m.shape}.")
-    scale = float(np.max(np.abs(m)))
-    asymmetry = float(np.max(np.abs(m - m.T)))
-    if asymmetry > MOMENT_RTOL * scale:
-        raise ValueError(
-            f"{name} must be symmetric: max|C - C^T| = {asymmetry:.3g} exceeds "
-            f"{MOMENT_RTOL:g} * max|C| = {MOMENT_RTOL * scale:.3g}."
-        )
-    m = 0.5 * (m + m.T)
-    smallest = float(np.linalg.eigvalsh(m)[0])
-    if smallest < -MOMENT_RTOL * scale:
-        raise ValueError(
-            f"{name} must be positive semi-definite: its smallest eigenvalue is {smallest:.6g} "
-            f"(tolerance -{MOMENT_RTOL * scale:.3g})."
-        )
-    return m
-
-
-def _descending_eigh(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (descending, clipped at 0) and matching eigenvector columns.
-
-    Each eigenvector's sign is fixed so that its largest-magnitude entry is
-    positive, which makes results reproducible across LAPACK builds.
-    """
-    values, vectors = np.linalg.eigh(matrix)
-    values, vectors = values[::-1], vectors[:, ::-1]
-    pivots = vectors[np.argmax(np.abs(vectors), axis=0), np.arange(vectors.shape[1])]
-    vectors = vectors * np.where(pivots < 0, -1.0, 1.0)
-    return np.maximum(values, 0.0), vectors
-
-
-@dataclasses.dataclass(frozen=True)
-class Spectrum:
-    """Eigen-decomposition of a covariance or second-moment matrix.
-
-    Attributes:
-        eigenvalues:  [D] descending, >= 0 (units of x^2).
-        eigenvectors: [D, D]; column ``i`` is the eigenvector of ``eigenvalues[i]``.
-        mean:         [D] the optimal decoder bias ``mu*``: the data mean when
-                      centred, zeros for the no-bias convention, ``None`` when the
-                      spectrum was computed from a given matrix.
-        moment:       [D, D] the (symmetrised) matrix that was decomposed.
-    """
-
-    eigenvalues: np.ndarray
-    eigenvectors: np.ndarray
-    mean: np.ndarray | None
-    moment: np.ndarray
-
-
-def spectrum(data=None, cov=None, centred: bool = True) -> Spectrum:
-    """Spectrum of the data covariance (or of a given covariance).
-
-    Args:
-        data: [N, D] samples. Gives the 1/N covariance when ``centred`` and the
-            uncentred second moment ``E[x x^T]`` (the no-bias model) otherwise.
-        cov: [D, D] symmetric PSD matrix, used as is. Exactly one of ``data`` and
-            ``cov`` must be given.
-        centred: applies to ``data`` only.
-    """
-    if (data is None) == (cov is None):
-        raise ValueError("spectrum needs exactly one of data=[N, D] samples or cov=[D, D] matrix.")
-    if cov is not None:
-        if not centred:
-            raise ValueError("centred=False applies to data only; pass the second moment E[x x^T] as cov instead.")
-        moment = _as_moment("cov", cov)
-        mean = None
-    else:
-        check_finite_array("data", data, rank=2, what="[N, D] samples")
-        x = np.asarray(data, dtype=np.float64)
-        mean = x.mean(axis=0) if centred else np.zeros(x.shape[1])
-        centred_x = x - mean
-        moment = centred_x.T @ centred_x / x.shape[0]
-    values, vectors = _descending_eigh(moment)
-    return Spectrum(eigenvalues=values, eigenvectors=vectors, mean=mean, moment=moment)
 
 
 def _check_hyper(decoder_variance, beta, prior_scale=1.0) -> None:
@@ -239,6 +151,12 @@ class LinearOptimum:
     def unweighted_elbo(self) -> float:
         """The true (beta = 1) ELBO evaluated at the beta-optimum."""
         return -(self.reconstruction + self.kl_total)
+
+
+def _views(inner: str, *names: str) -> tuple[property, ...]:
+    """Read-only properties ``self.<inner>.<name>``, one per name: how the CVAE and HVAE optima, which wrap a
+    :class:`LinearOptimum` (attribute ``inner``), expose its fields under their own names."""
+    return tuple(property(lambda self, name=name: getattr(getattr(self, inner), name)) for name in names)
 
 
 def _optimum_from_spectrum(

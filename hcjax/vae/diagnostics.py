@@ -32,9 +32,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from hcjax._validate import check_finite_array, check_int, check_nonnegative
 from hcjax.vae import elbo as elbo_lib
 from hcjax.vae import priors as priors_lib
-from hcjax._validate import check_finite_array, check_nonnegative, check_int, is_concrete
+from hcjax.vae.latent_source import LatentSource, source_code
 
 __all__ = [
     "CollapseReport",
@@ -44,7 +45,6 @@ __all__ = [
     "eps_delta_collapse",
     "importance_sampled_log_likelihood",
     "collapse_report",
-    "LOCAL_COLLAPSE_SOURCES",
     "LocalCollapseReport",
     "latent_reconstruction_error",
     "local_collapse",
@@ -91,8 +91,7 @@ def per_sample_kl(
     analytic_kl: bool | jax.Array = False,
 ) -> tuple[jax.Array, jax.Array]:
     """KL(q(z|x_n) || p(z)) per point: (total [N], per-dimension [N, d]) in nats."""
-    eps = jax.random.normal(key, (num_samples,) + mu.shape, mu.dtype)
-    z = elbo_lib.reparameterize(mu, log_var, eps)
+    z = elbo_lib.sample_posterior(mu, log_var, key, num_samples)
     return elbo_lib.kl_divergence(prior, mu, log_var, z, analytic_kl)
 
 
@@ -113,8 +112,7 @@ def importance_sampled_log_likelihood(
     log_s2: jax.Array | float = 0.0,
 ) -> jax.Array:
     """log p(x) per point (nats) with S importance samples from q(z|x). x [N, D] -> [N]."""
-    eps = jax.random.normal(key, (num_samples,) + mu.shape, mu.dtype)
-    z = elbo_lib.reparameterize(mu, log_var, eps)  # [S, N, d]
+    z = elbo_lib.sample_posterior(mu, log_var, key, num_samples)  # [S, N, d]
     log_px_z = elbo_lib.log_likelihood(x, decode(z), likelihood, log_s2)  # [S, N]
     log_w = log_px_z + priors_lib.log_prob(prior, z) - elbo_lib.gaussian_log_prob(z, mu, log_var)
     return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
@@ -193,8 +191,6 @@ def collapse_report(
 # is available). The paper defines collapse per sample and adds a latent reconstruction (LR) loss built on
 # injectivity of the decoder; what follows is this project's interpretation, not a transcription.
 
-LOCAL_COLLAPSE_SOURCES = {"posterior_mean": 0, "posterior_sample": 1, "prior_sample": 2}
-
 
 @flax.struct.dataclass
 class LocalCollapseReport:
@@ -233,20 +229,6 @@ def latent_reconstruction_error(encode: Callable, decode: Callable, z: jax.Array
     return jnp.sum((mu_back - z) ** 2, axis=-1)
 
 
-def _source_code(source) -> jax.Array | int:
-    """A source name -> its int code; an int or int array passes through (vmap over members)."""
-    if isinstance(source, str):
-        if source not in LOCAL_COLLAPSE_SOURCES:
-            raise ValueError(f"source must be one of {sorted(LOCAL_COLLAPSE_SOURCES)}, got {source!r}.")
-        return LOCAL_COLLAPSE_SOURCES[source]
-    if isinstance(source, bool) or not (isinstance(source, int) or hasattr(source, "dtype")):
-        raise TypeError(f"source must be a name among {sorted(LOCAL_COLLAPSE_SOURCES)} or an int code, "
-                        f"got {source!r} of type {type(source).__name__}.")
-    if isinstance(source, int):
-        return check_int("source", source, minimum=0, maximum=len(LOCAL_COLLAPSE_SOURCES) - 1)
-    return jnp.asarray(source, jnp.int32)
-
-
 def _local_kl(prior, mu, log_var, key, num_samples: int, analytic_kl) -> jax.Array:
     """Per-sample KL(q(z|x_n) || p(z)) [N] for :func:`local_collapse`.
 
@@ -257,10 +239,10 @@ def _local_kl(prior, mu, log_var, key, num_samples: int, analytic_kl) -> jax.Arr
     threshold near 0 is meaningful per sample.
     """
     def exact():
-        return jnp.sum(elbo_lib.kl_diag_gaussians(mu, log_var, prior.means[0], prior.log_vars[0]), axis=-1)
+        return elbo_lib.kl_analytic(prior, mu, log_var)[0]
 
     def monte_carlo():
-        z = elbo_lib.reparameterize(mu, log_var, jax.random.normal(key, (num_samples,) + mu.shape, mu.dtype))
+        z = elbo_lib.sample_posterior(mu, log_var, key, num_samples)
         return jnp.mean(elbo_lib.gaussian_log_prob(z, mu, log_var) - priors_lib.log_prob(prior, z), axis=0)
 
     if isinstance(analytic_kl, bool):
@@ -290,7 +272,8 @@ def local_collapse(
     * the latent reconstruction error ``||mu_enc(dec(z_n)) - z_n||^2`` with
       z_n the posterior mean (``source="posterior_mean"``, default), a
       posterior sample (``"posterior_sample"``) or a prior sample
-      (``"prior_sample"``). It is zero when ``mu_enc o dec`` is the identity
+      (``"prior_sample"``); see :mod:`hcjax.vae.latent_source` for the names
+      and int codes, shared with the training objective. It is zero when ``mu_enc o dec`` is the identity
       at z_n (the decoder is injective there and the encoder inverts it).
 
     and the fractions of samples with low KL, low LR error, and both.
@@ -304,15 +287,19 @@ def local_collapse(
 
     Pure and jit/vmap-safe: with a Python string ``source`` only that source
     is computed; an int code (or an int array, e.g. one per population
-    member under vmap) computes all three and selects. ``encode`` and
-    ``decode`` are closed over (e.g. ``functools.partial(vae.encode, params)``).
+    member under vmap, such as ``ObjectiveParams.latent_recon_source``)
+    computes all three and selects. ``encode`` and ``decode`` are closed over
+    (e.g. ``functools.partial(vae.encode, params)``). Argument checks read no
+    device values (see :mod:`hcjax._validate`): a NaN in a device array ``x``
+    propagates to the report, eagerly as under ``jit``.
 
     Args:
       encode: x [N, D] -> (mu [N, d], log_var [N, d]).
       decode: z [N, d] -> decoder output [N, D].
       prior: the :class:`hcjax.vae.priors.MixturePrior` p(z).
       x: [N, D] inputs. key: PRNG key (KL samples and z draws).
-      source: where z_n comes from (see above).
+      source: where z_n comes from: a name, a :class:`LatentSource` or its
+        int code (see above).
       kl_threshold, lr_threshold: thresholds (>= 0) of the two flags.
       analytic_kl: the prior is one Gaussian and the exact KL is used.
       num_kl_samples: Monte Carlo samples of the KL otherwise (the
@@ -322,28 +309,27 @@ def local_collapse(
     Returns:
       A :class:`LocalCollapseReport`.
     """
-    if is_concrete(x):
-        check_finite_array("x", x, rank=2, what="[N, D] inputs")
+    check_finite_array("x", x, rank=2, what="[N, D] inputs")
     check_nonnegative("kl_threshold", kl_threshold)
     check_nonnegative("lr_threshold", lr_threshold)
     num_kl_samples = check_int("num_kl_samples", num_kl_samples, minimum=1)
-    code = _source_code(source)
+    code = source_code(source)
     k_kl, k_post, k_prior = jax.random.split(key, 3)
     mu, log_var = encode(x)
     kl = _local_kl(prior, mu, log_var, k_kl, num_kl_samples, analytic_kl)
 
     def draw(c: int) -> jax.Array:
-        if c == 0:
+        if c == LatentSource.POSTERIOR_MEAN:
             return mu
-        if c == 1:
+        if c == LatentSource.POSTERIOR_SAMPLE:
             return elbo_lib.reparameterize(mu, log_var, jax.random.normal(k_post, mu.shape, mu.dtype))
         return priors_lib.sample(prior, k_prior, mu.shape[:-1]).astype(mu.dtype)
 
     if isinstance(code, int):
         err = latent_reconstruction_error(encode, decode, draw(code))
     else:
-        errs = [latent_reconstruction_error(encode, decode, draw(c)) for c in range(3)]
-        err = jnp.select([code == 0, code == 1], errs[:2], errs[2])
+        errs = [latent_reconstruction_error(encode, decode, draw(c)) for c in LatentSource]  # in code order
+        err = jnp.select([code == int(c) for c in LatentSource][:-1], errs[:-1], errs[-1])
     low_kl = kl < kl_threshold
     low_lr = err < lr_threshold
     frac = lambda m: jnp.mean(m.astype(jnp.float32))

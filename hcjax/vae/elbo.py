@@ -23,15 +23,15 @@ samples ``z_s = mu + exp(log_var / 2) * eps_s``. The KL term is
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from hcjax.vae import priors as priors_lib
+from hcjax._constants import LOG_2PI  # re-exported: hcjax.vae.elbo.LOG_2PI
 from hcjax._validate import check_int
+from hcjax.vae import priors as priors_lib
 
 __all__ = [
     "LOG_2PI",
@@ -43,14 +43,15 @@ __all__ = [
     "gaussian_log_prob",
     "kl_diag_gaussians",
     "kl_standard_normal",
+    "kl_analytic",
     "reparameterize",
+    "sample_posterior",
     "kl_monte_carlo",
     "kl_per_dim_monte_carlo",
     "kl_divergence",
     "elbo",
 ]
 
-LOG_2PI = math.log(2.0 * math.pi)
 LIKELIHOODS = ("gaussian", "bernoulli")
 
 
@@ -104,18 +105,37 @@ def gaussian_log_prob(z: jax.Array, mu: jax.Array, log_var: jax.Array) -> jax.Ar
 
 
 def kl_diag_gaussians(mu: jax.Array, log_var: jax.Array, m: jax.Array, log_v: jax.Array) -> jax.Array:
-    """Per-dimension KL(N(mu, e^log_var) || N(m, e^log_v)). All [..., d] (broadcast) -> [..., d]."""
+    """Per-dimension KL(N(mu, e^log_var) || N(m, e^log_v)) in nats: the one analytic Gaussian KL.
+
+    All arguments [..., d] (broadcast; m and log_v may be scalars) -> [..., d].
+    """
     return 0.5 * (log_v - log_var + (jnp.exp(log_var) + (mu - m) ** 2) * jnp.exp(-log_v) - 1.0)
 
 
 def kl_standard_normal(mu: jax.Array, log_var: jax.Array) -> jax.Array:
-    """Per-dimension KL(N(mu, e^log_var) || N(0, 1)) = (mu^2 + v - log v - 1)/2. [..., d] -> [..., d]."""
-    return 0.5 * (mu**2 + jnp.exp(log_var) - log_var - 1.0)
+    """Per-dimension KL(N(mu, e^log_var) || N(0, 1)) = (mu^2 + v - log v - 1)/2 in nats. [..., d] -> [..., d]."""
+    return kl_diag_gaussians(mu, log_var, 0.0, 0.0)
+
+
+def kl_analytic(prior: priors_lib.MixturePrior, mu: jax.Array, log_var: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact KL(q(z|x) || N(m_0, diag v_0)) against the prior's first component (nats).
+
+    Valid as KL(q || p) when the prior is a single Gaussian. mu, log_var
+    [..., d] -> (total [...], per-dimension [..., d]).
+    """
+    per_dim = kl_diag_gaussians(mu, log_var, prior.means[0], prior.log_vars[0])
+    return jnp.sum(per_dim, axis=-1), per_dim
 
 
 def reparameterize(mu: jax.Array, log_var: jax.Array, eps: jax.Array) -> jax.Array:
     """z = mu + exp(log_var/2) * eps. eps: [S, ..., d] (or broadcastable) -> [S, ..., d]."""
     return mu + jnp.exp(0.5 * log_var) * eps
+
+
+def sample_posterior(mu: jax.Array, log_var: jax.Array, key: jax.Array, num_samples: int) -> jax.Array:
+    """S reparameterised draws z_s ~ N(mu, diag exp(log_var)): mu, log_var [..., d] -> [S, ..., d]."""
+    eps = jax.random.normal(key, (num_samples,) + mu.shape, mu.dtype)
+    return reparameterize(mu, log_var, eps)
 
 
 def kl_monte_carlo(prior: priors_lib.MixturePrior, mu: jax.Array, log_var: jax.Array, z: jax.Array) -> jax.Array:
@@ -144,8 +164,7 @@ def kl_divergence(
     """(total KL [...], per-dimension KL [..., d]); see the module docstring."""
 
     def analytic():
-        per_dim = kl_diag_gaussians(mu, log_var, prior.means[0], prior.log_vars[0])
-        return jnp.sum(per_dim, axis=-1), per_dim
+        return kl_analytic(prior, mu, log_var)
 
     def monte_carlo():
         return kl_monte_carlo(prior, mu, log_var, z), kl_per_dim_monte_carlo(prior, mu, log_var, z)
@@ -193,8 +212,7 @@ def elbo(
     num_samples = check_int("num_samples", num_samples, minimum=1)
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}.")
-    eps = jax.random.normal(key, (num_samples,) + mu.shape, mu.dtype)
-    z = reparameterize(mu, log_var, eps)  # [S, ..., d]
+    z = sample_posterior(mu, log_var, key, num_samples)  # [S, ..., d]
     recon = jnp.mean(log_likelihood(x, decode(z), likelihood, log_s2), axis=0)
     kl, kl_dim = kl_divergence(prior, mu, log_var, z, analytic_kl)
     return ELBOTerms(reconstruction=recon, kl=kl, kl_per_dim=kl_dim, elbo=recon - beta * kl)

@@ -18,13 +18,12 @@ and log-variance are 0. Padding never changes ``log_prob`` or ``sample``.
 
 from __future__ import annotations
 
-import math
-
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hcjax._constants import LOG_2PI
 from hcjax._validate import check_finite_array, check_int, check_rank
 
 __all__ = [
@@ -39,10 +38,10 @@ __all__ = [
     "marginal_log_prob",
     "sample",
     "weights",
+    "active_components",
     "num_active_components",
 ]
 
-LOG_2PI = math.log(2.0 * math.pi)
 INACTIVE_LOGIT = -1e9  # finite, so gradients and 0 * logit stay NaN-free
 
 
@@ -84,10 +83,13 @@ def from_gmm(weights, means, variances, num_components: int | None = None) -> Mi
       means: [J, d] component means.
       variances: [J, d] positive diagonal variances.
       num_components: optional total J after padding (>= J).
+
+    The parameters are read on the host (the weights are normalised in
+    float64), so their values are checked whatever their type.
     """
-    check_finite_array("weights", weights, rank=1, what="[J] mixture weights")
-    check_finite_array("means", means, rank=2, what="[J, d] component means")
-    check_finite_array("variances", variances, rank=2, what="[J, d] diagonal variances")
+    check_finite_array("weights", weights, rank=1, what="[J] mixture weights", check_values=True)
+    check_finite_array("means", means, rank=2, what="[J, d] component means", check_values=True)
+    check_finite_array("variances", variances, rank=2, what="[J, d] diagonal variances", check_values=True)
     w = np.asarray(weights, np.float64)
     if np.any(w < 0) or w.sum() <= 0:
         raise ValueError(f"weights must be >= 0 with a positive sum, got {w}.")
@@ -142,9 +144,24 @@ def weights(prior: MixturePrior) -> jax.Array:
     return jax.nn.softmax(prior.logits)
 
 
+def active_components(prior: MixturePrior | jax.Array | np.ndarray) -> jax.Array | np.ndarray:
+    """Which components are in use (not padding): the one definition of "active".
+
+    Args:
+      prior: a :class:`MixturePrior` (its ``logits`` [..., J] are read), or
+        the logits / normalised log-weights [..., J] themselves (a JAX or
+        NumPy array, e.g. ``clustering.GMM.log_weights``).
+    Returns:
+      [..., J] bool, True where the logit exceeds ``INACTIVE_LOGIT / 2``
+      (a JAX array for JAX input, NumPy for NumPy input).
+    """
+    logits = prior.logits if isinstance(prior, MixturePrior) else prior
+    return logits > 0.5 * INACTIVE_LOGIT
+
+
 def num_active_components(prior: MixturePrior) -> jax.Array:
     """Number of components that are not padding (int32 scalar)."""
-    return jnp.sum(prior.logits > 0.5 * INACTIVE_LOGIT).astype(jnp.int32)
+    return jnp.sum(active_components(prior)).astype(jnp.int32)
 
 
 def component_log_probs(prior: MixturePrior, z: jax.Array) -> jax.Array:

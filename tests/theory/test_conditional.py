@@ -11,14 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _linear_numerics import (
-    LOG_2PI,
-    covariance_with,
-    matched_samples,
-    minimise,
-    random_starts,
-    split,
-)
+from _linear_numerics import LOG_2PI, covariance_with, matched_samples, minimise, random_starts, split
 from hcjax.theory import conditional as cvae
 from hcjax.theory.conditional import ConditionalMoments
 

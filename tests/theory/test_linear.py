@@ -12,14 +12,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from _linear_numerics import (
-    LOG_2PI,
-    covariance_with,
-    matched_samples,
-    minimise,
-    random_starts,
-    split,
-)
+from _linear_numerics import LOG_2PI, covariance_with, matched_samples, minimise, random_starts, split
 from hcjax.theory import linear
 
 # --------------------------------------------------------------------------- #

@@ -390,13 +390,16 @@ def test_fit_gmms_rejects_mismatched_batch():
 
 
 def test_em_rejects_bad_initial_gmm():
-    good = GMM(log_weights=jnp.log(jnp.full((2,), 0.5)), means=jnp.zeros((2, 3)), variances=jnp.ones((2, 3)))
+    # host (NumPy) fields: their values are checked; device arrays get shape checks only (hcjax._validate)
+    good = GMM(log_weights=np.log(np.full((2,), 0.5)), means=np.zeros((2, 3)), variances=np.ones((2, 3)))
     with pytest.raises(ValueError, match="gmm.variances must be finite and > 0"):
-        clustering.em(good.replace(variances=jnp.zeros((2, 3))), X_OK, 5)
+        clustering.em(good.replace(variances=np.zeros((2, 3))), X_OK, 5)
     with pytest.raises(ValueError, match="d = 2"):
         clustering.em(good, X_OK[:, :2], 5)
+    with pytest.raises(ValueError, match="d = 2"):
+        clustering.em(jax.tree.map(jnp.asarray, good), X_OK[:, :2], 5)
     with pytest.raises(ValueError, match="no active component"):
-        clustering.em(good.replace(log_weights=jnp.full((2,), priors.INACTIVE_LOGIT)), X_OK, 5)
+        clustering.em(good.replace(log_weights=np.full((2,), priors.INACTIVE_LOGIT)), X_OK, 5)
 
 
 def test_pca_rejects_bad_input():

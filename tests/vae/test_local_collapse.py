@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hcjax.engine import objectives
 from hcjax.vae import diagnostics
 from hcjax.vae import priors
+from hcjax.vae.latent_source import LATENT_SOURCES, LatentSource
 from hcjax.vae.models import ModelConfig, make_vae
 
 D, d = 5, 2
@@ -123,7 +125,8 @@ def test_vae_wrapper_on_a_linear_vae_that_inverts_its_decoder():
 def test_jit_and_vmap_agree_with_eager_calls():
     x = data(n=64)
     scales = jnp.asarray([1.0, 0.5, 2.0])
-    codes = jnp.asarray([0, 1, 2])
+    names = ["posterior_mean", "posterior_sample", "prior_sample"]
+    codes = jnp.asarray([LATENT_SOURCES[n] for n in names])
     keys = jax.random.split(jax.random.key(10), 3)
 
     def one(scale, code, key):
@@ -132,7 +135,6 @@ def test_jit_and_vmap_agree_with_eager_calls():
         return diagnostics.local_collapse(enc, decode, STD, x, key, source=code, analytic_kl=True)
 
     batched = jax.jit(jax.vmap(one))(scales, codes, keys)
-    names = ["posterior_mean", "posterior_sample", "prior_sample"]
     for i in range(3):
         encode, decode, *_ = linear_pair(scale=float(scales[i]))
         eager = diagnostics.local_collapse(encode, decode, STD, x, keys[i], source=names[i], analytic_kl=True)
@@ -160,7 +162,34 @@ def test_bad_arguments_are_named():
         diagnostics.local_collapse(encode, decode, STD, x, key, lr_threshold=float("nan"))
     with pytest.raises(ValueError, match="num_kl_samples"):
         diagnostics.local_collapse(encode, decode, STD, x, key, num_kl_samples=0)
-    with pytest.raises(ValueError, match="x contains 1 non-finite"):
-        diagnostics.local_collapse(encode, decode, STD, x.at[0, 0].set(jnp.nan), key)
+    x_host = np.array(x)
+    x_host[0, 0] = np.nan
+    with pytest.raises(ValueError, match="x contains 1 non-finite"):  # host data: values are checked
+        diagnostics.local_collapse(encode, decode, STD, x_host, key)
     with pytest.raises(ValueError, match="x must have rank 2"):
         diagnostics.local_collapse(encode, decode, STD, x[0], key)
+
+
+def test_a_members_stored_source_code_selects_the_source_of_the_same_name():
+    """The int code a member stores (``objective_params(latent_recon_source=name)``) means ``name`` here too.
+
+    Catches two code tables that disagree: before the shared
+    :class:`LatentSource`, the objective stored "posterior_mean" as 1 while
+    local_collapse read 1 as "posterior_sample" (and 0 the other way round),
+    so passing a member's code silently swapped the two sources.
+    """
+    encode, decode, *_ = linear_pair(scale=0.5)  # not an exact inverse: every source has its own error
+    x, key = data(n=64), jax.random.key(11)
+    by_name = {name: diagnostics.local_collapse(encode, decode, STD, x, key, source=name, analytic_kl=True)
+               for name in LATENT_SOURCES}
+    # the three sources really differ, so a swap cannot go unnoticed
+    errors = [np.asarray(rep.latent_recon_error) for rep in by_name.values()]
+    assert all(np.max(np.abs(a - b)) > 1e-2 for i, a in enumerate(errors) for b in errors[i + 1:])
+    for name, expected in by_name.items():
+        code = objectives.objective_params(latent_recon_source=name).latent_recon_source  # int32 array
+        assert int(code) == LatentSource[name.upper()] == objectives.LATENT_RECON_SOURCES[name]
+        got = diagnostics.local_collapse(encode, decode, STD, x, key, source=code, analytic_kl=True)
+        np.testing.assert_array_equal(got.latent_recon_error, expected.latent_recon_error, err_msg=name)
+        got_enum = diagnostics.local_collapse(encode, decode, STD, x, key, source=LatentSource[name.upper()],
+                                              analytic_kl=True)
+        np.testing.assert_array_equal(got_enum.latent_recon_error, expected.latent_recon_error, err_msg=name)

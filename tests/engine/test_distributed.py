@@ -70,7 +70,7 @@ def _wait(procs: dict, deadline: float) -> dict:
 
 def test_two_processes_equal_a_single_process_run(tmp_path):
     cfg_path = str(tmp_path / "cfg.json")
-    HCTConfig(**CONFIG).save_json(cfg_path)
+    HCTConfig.from_dict(CONFIG).save_json(cfg_path)
     port = _free_port()
     dist_out, ref_out = str(tmp_path / "dist"), str(tmp_path / "ref")
     start = time.time()
@@ -119,9 +119,9 @@ def test_two_processes_equal_a_single_process_run(tmp_path):
         np.testing.assert_allclose(d_rec["train_loss"], r_rec["train_loss"], rtol=1e-5, atol=1e-6)
     # one metrics file with one line per unit (written by process 0 only) and complete checkpoints
     with open(os.path.join(dist_out, "metrics.jsonl")) as f:
-        assert [json.loads(line)["unit"] for line in f] == list(range(1, HCTConfig(**CONFIG).total_units + 1))
+        assert [json.loads(line)["unit"] for line in f] == list(range(1, HCTConfig.from_dict(CONFIG).total_units + 1))
     steps = sorted(int(s) for s in os.listdir(os.path.join(dist_out, "checkpoints")) if s.isdigit())
-    assert steps and steps[-1] == HCTConfig(**CONFIG).total_units
+    assert steps and steps[-1] == HCTConfig.from_dict(CONFIG).total_units
 
 
 @pytest.mark.parametrize("flags, match", [

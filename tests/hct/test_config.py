@@ -1,0 +1,84 @@
+"""The nested HCTConfig: sections, JSON round trip, old flat files, type checks, CLI flags from metadata."""
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hcjax.hct import HCTConfig, PopulationConfig
+from hcjax.hct.config import FLAT_NAMES, SECTIONS
+from hcjax.hct.options import add_config_flags, config_overrides
+
+
+def test_nested_json_round_trip(tmp_path):
+    cfg = HCTConfig(population=PopulationConfig(size=6, rounds=3)).override(
+        {"objective.beta": 2.0, "grid": [{"beta": 1.0}, {"beta": 4.0, "replicate": 1}]})
+    path = str(tmp_path / "c.json")
+    cfg.save_json(path)
+    with open(path) as f:
+        saved = json.load(f)
+    assert saved["population"]["size"] == 6 and saved["objective"]["beta"] == 2.0
+    assert HCTConfig.load_json(path) == cfg
+
+
+def test_every_old_flat_name_maps_to_an_existing_field():
+    """A typo in FLAT_NAMES would make old files load into a wrong or missing field."""
+    fields = {f"{s}.{f}" for s, cls in SECTIONS.items() for f in cls.__dataclass_fields__}
+    assert set(FLAT_NAMES.values()) <= fields
+    assert len(set(FLAT_NAMES.values())) == len(FLAT_NAMES)  # no two old names land on one field
+
+
+def test_an_old_flat_file_loads_into_the_sections(tmp_path):
+    old = {"population_size": 5, "beta": 3.0, "certificate": False, "model": "linear", "baselines": ["vanilla"],
+           "num_samples": 700, "candidate_components": [2, 3], "seed": 7}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    cfg = HCTConfig.load_json(str(path))
+    assert cfg.population.size == 5 and cfg.objective.beta == 3.0 and cfg.certificate.enabled is False
+    assert cfg.model.kind == "linear" and cfg.baselines.methods == ("vanilla",) and cfg.data.num_rows == 700
+    assert cfg.candidates.components == (2, 3) and cfg.run.seed == 7
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"standardise": "no"}, r"data\.standardise must be bool, got 'no'"),
+    ({"certificate": "false"}, r"certificate\.enabled must be bool"),
+    ({"hidden": "64,64"}, r"model\.hidden must be a list of int"),
+    ({"population_size": 4.0}, r"population\.size must be int, got 4\.0"),
+    ({"beta": True}, r"objective\.beta must be float, got True"),
+    ({"decoder_variance": "4"}, r"objective\.decoder_variance must be float"),
+    ({"population": {"sise": 3}}, r"unknown option\(s\) \['population\.sise'\]"),
+    ({"populaton_size": 3}, "unknown HCTConfig option 'populaton_size'"),
+])
+def test_wrong_types_and_unknown_options_are_named(values, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        HCTConfig.from_dict(values)
+
+
+def test_a_config_that_is_not_an_object_is_refused():
+    with pytest.raises(TypeError, match="must be a JSON object"):
+        HCTConfig.from_dict([1, 2])
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser()
+    add_config_flags(p)
+    return config_overrides(p.parse_args(argv))
+
+
+def test_flags_come_from_field_metadata_and_only_given_ones_override():
+    assert _parse([]) == {}
+    got = _parse(["-P", "6", "--beta", "2", "--hidden", "32,16", "--baselines", "none", "--s2-scale", "8"])
+    assert got == {"population.size": 6, "objective.beta": 2.0, "model.hidden": (32, 16), "baselines.methods": (),
+                   "objective.decoder_variance_scale": 8.0, "objective.decoder_variance": None}
+    cfg = HCTConfig(objective=HCTConfig().objective.__class__(decoder_variance=3.0)).override(got)
+    assert cfg.objective.decoder_variance is None and cfg.population.size == 6
+
+
+def test_help_shows_each_default_once():
+    out = subprocess.run([sys.executable, "-m", "hcjax.cli", "train", "--help"], capture_output=True, text=True,
+                         timeout=120).stdout
+    flat = " ".join(out.split())
+    assert "(default: synthetic)" in flat and flat.count("default") == flat.count("(default:")
+    assert "(default synthetic)" not in flat and "(default: None) (default" not in flat
