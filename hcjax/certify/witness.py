@@ -55,13 +55,8 @@ class WitnessHead:
     vertices: jax.Array
     temperature: jax.Array
 
-    @property
-    def num_classes(self) -> int:
-        return self.vertices.shape[-2]
-
-    @property
-    def latent_dim(self) -> int:
-        return self.projection.shape[-1]
+    num_classes = property(lambda self: self.vertices.shape[-2], doc="K, classes of the head.")
+    latent_dim = property(lambda self: self.projection.shape[-1], doc="d, the latent dimension.")
 
 
 def make_witness(

@@ -149,16 +149,8 @@ def em(gmm: GMM, x, num_iters: int, reg_covar: float = 1e-6, tol: float = 1e-3) 
     )
 
 
-def fit_gmm(
-    x,
-    key,
-    num_components: int,
-    num_iters: int,
-    num_active=None,
-    reg_covar: float = 1e-6,
-    init: str = "kmeans++",
-    tol: float = 1e-3,
-) -> GMMFit:
+def fit_gmm(x, key, num_components: int, num_iters: int, num_active=None, reg_covar: float = 1e-6,
+            init: str = "kmeans++", tol: float = 1e-3) -> GMMFit:
     """Fit a diagonal GMM to ``x`` by EM: ``em(initial_gmm(x, key, ...), x, ...)``.
 
     Args:

@@ -178,34 +178,13 @@ SECTIONS = {"data": DataConfig, "model": ModelSection, "objective": ObjectiveCon
             "final": FinalPhaseConfig, "certificate": CertificateConfig, "baselines": BaselinesConfig,
             "run": RunConfig}
 
-# the flat option names of hcjax <= 0.1 -> "section.field"
-FLAT_NAMES = {
-    "dataset": "data.dataset", "num_samples": "data.num_rows", "val_fraction": "data.val_fraction",
-    "standardise": "data.standardise", "model": "model.kind", "latent_dim": "model.latent_dim",
-    "hidden": "model.hidden", "likelihood": "model.likelihood",
-    "decoder_variance": "objective.decoder_variance", "decoder_variance_scale": "objective.decoder_variance_scale",
-    "learn_decoder_variance": "objective.learn_decoder_variance", "beta": "objective.beta",
-    "population_size": "population.size", "rounds": "population.rounds",
-    "steps_per_round": "population.steps_per_round", "num_pruned": "population.num_pruned",
-    "batch_size": "train.batch_size", "learning_rate": "train.learning_rate", "grad_clip": "train.grad_clip",
-    "elbo_samples": "train.elbo_samples", "num_components": "candidates.num_components",
-    "candidate_components": "candidates.components", "constraint_weight": "candidates.constraint_weight",
-    "candidate_variance_scale": "candidates.variance_scale", "uniform_weights": "candidates.uniform_weights",
-    "num_candidates": "candidates.num_candidates", "em_iters": "candidates.em_iters",
-    "em_reg_covar": "candidates.em_reg_covar", "refit_points": "candidates.refit_points",
-    "fitness": "selection.fitness", "fitness_weights": "selection.fitness_weights",
-    "collapse_mi_threshold": "selection.collapse_mi_threshold", "parent_selection": "selection.parent_selection",
-    "tournament_size": "selection.tournament_size", "reseed_source": "selection.reseed_source",
-    "consensus_choice": "selection.consensus_choice", "final_steps": "final.steps",
-    "final_objectives": "final.objectives", "certificate": "certificate.enabled",
-    "teacher_classes": "certificate.teacher_classes", "witness_temperature": "certificate.witness_temperature",
-    "certificate_tau": "certificate.tau", "baselines": "baselines.methods",
-    "annealing_fraction": "baselines.annealing_fraction", "cyclical_cycles": "baselines.cyclical_cycles",
-    "cyclical_ratio": "baselines.cyclical_ratio", "free_bits": "baselines.free_bits",
-    "latent_recon_weight": "baselines.latent_recon_weight", "latent_recon_source": "baselines.latent_recon_source",
-    "eval_points": "run.eval_points", "seed": "run.seed", "devices": "run.devices",
-    "checkpoint_every": "run.checkpoint_every", "keep_checkpoints": "run.keep_checkpoints",
-}
+# the flat option names of hcjax <= 0.1 -> "section.field": every field under its own name, except these
+_RENAMED = {"num_samples": "data.num_rows", "model": "model.kind", "population_size": "population.size",
+            "candidate_components": "candidates.components", "candidate_variance_scale": "candidates.variance_scale",
+            "final_steps": "final.steps", "final_objectives": "final.objectives", "certificate": "certificate.enabled",
+            "certificate_tau": "certificate.tau", "baselines": "baselines.methods"}
+FLAT_NAMES = {f.name: f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+              if f"{section}.{f.name}" not in _RENAMED.values()} | _RENAMED
 
 
 def _type_name(tp) -> str:

@@ -82,21 +82,10 @@ class HCTResult:
     teacher_information: float | None
     elapsed_seconds: float
 
-    @property
-    def decoder_variance(self) -> float:
-        return self.groups[0]["decoder_variance"]
-
-    @property
-    def consensus_member(self) -> int:
-        return self.groups[0]["consensus_member"]
-
-    @property
-    def consensus_history(self) -> list:
-        return self.groups[0]["consensus_history"]
-
-    @property
-    def before(self) -> dict:
-        return self.groups[0]["before"]
+    decoder_variance = property(lambda self: self.groups[0]["decoder_variance"], doc="Group 0's s2.")
+    consensus_member = property(lambda self: self.groups[0]["consensus_member"], doc="Group 0's consensus slot.")
+    consensus_history = property(lambda self: self.groups[0]["consensus_history"], doc="Group 0's history.")
+    before = property(lambda self: self.groups[0]["before"], doc="Group 0's consensus report before the final phase.")
 
     def final_summary(self, group: int = 0) -> dict:
         """Mean/min/max of the key metrics per final objective (``hct:<objective>``) and per baseline, in ``group``."""

@@ -38,8 +38,8 @@ from hcjax._validate import check_finite_array, check_int, check_positive
 from hcjax.theory import linear
 from hcjax.theory.exact import linear_vae_objective
 from hcjax.theory.spectra import matched_gaussian_samples
-from hcjax.theory.thresholds import (  # SCALES, EVAL_SAMPLES: constants kept importable from here
-    SCALES,  # noqa: F401
+from hcjax.theory.thresholds import (
+    SCALES,  # noqa: F401  (kept importable from here, like EVAL_SAMPLES)
     ThresholdMeasurement,
     _as_grid,
     _check_options,

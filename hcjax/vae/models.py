@@ -110,15 +110,20 @@ class LinearDecoder(nn.Module):
         return nn.Dense(self.data_dim, use_bias=self.use_bias, name="mean")(z)
 
 
+def _gelu_trunk(h, widths):
+    """GELU-activated dense layers ``hidden_0, hidden_1, ...`` (call inside a compact module)."""
+    for i, width in enumerate(widths):
+        h = nn.gelu(nn.Dense(width, name=f"hidden_{i}")(h))
+    return h
+
+
 class MLPEncoder(nn.Module):
     latent_dim: int
     hidden: Sequence[int]
 
     @nn.compact
     def __call__(self, x):
-        h = x
-        for i, width in enumerate(self.hidden):
-            h = nn.gelu(nn.Dense(width, name=f"hidden_{i}")(h))
+        h = _gelu_trunk(x, self.hidden)
         mu = nn.Dense(self.latent_dim, name="mean")(h)
         log_var = nn.Dense(self.latent_dim, name="log_var", kernel_init=nn.initializers.zeros)(h)
         return mu, log_var
@@ -130,9 +135,7 @@ class MLPDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, z):
-        h = z
-        for i, width in enumerate(reversed(self.hidden)):
-            h = nn.gelu(nn.Dense(width, name=f"hidden_{i}")(h))
+        h = _gelu_trunk(z, tuple(reversed(self.hidden)))
         return nn.Dense(self.data_dim, name="mean")(h)
 
 
