@@ -46,7 +46,9 @@ class Recorder:
 
     def selection(self, s: HCTSetup, event: SelectionEvent, round_index: int) -> dict:
         """Record a selection (and its refitted constraints); returns the lineage entry."""
-        e = {k: (None if v is None else sharding.to_host(v)) for k, v in dataclasses.asdict(event).items()}
+        # field by field: dataclasses.asdict would deep-copy arrays that may live on several processes
+        e = {f.name: (None if (v := getattr(event, f.name)) is None else sharding.to_host(v))
+             for f in dataclasses.fields(event)}
         entry = {"round": round_index, "order": e["order"].tolist(), "tier": e["tier"].reshape(-1).tolist(),
                  "pruned": e["pruned"].tolist(), "parents": e["parents"].tolist(),
                  "new_ids": [int(i) for i in e["new_ids"]]}
