@@ -182,7 +182,7 @@ def distributed_settings(args: argparse.Namespace) -> dict | None:
     from hcjax.engine.sharding import check_distributed_args  # imports jax, touches no backend
 
     check_distributed_args(coordinator, num, pid, names=("--coordinator", "--num-processes", "--process-id"))
-    if coordinator is not None and getattr(args, "devices", None) is not None:
+    if coordinator is not None and getattr(args, "run.devices", None) is not None:
         raise ValueError("--devices cannot be combined with a multi-process run (the population is sharded "
                          "over every device of every process).")
     return {"coordinator_address": coordinator, "num_processes": num, "process_id": pid}
