@@ -48,7 +48,8 @@ def plot_rounds(result, path: str) -> str:
         ax.set_title(label, fontsize=10)
     axes[1].legend(fontsize=8)
     fig.suptitle(f"HCT on {result.dataset}: s2 = {result.decoder_variance:.3g} "
-                 f"({result.decoder_variance / result.lambda_max:.3g} x lambda_max), beta = {result.config.beta}",
+                 f"({result.decoder_variance / result.lambda_max:.3g} x lambda_max), "
+                 f"beta = {result.config.objective.beta}",
                  fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

@@ -302,3 +302,17 @@ def test_population_sharded_over_4_devices_equals_the_unsharded_run():
     assert res["max_diff"] < 1e-4
     assert res["same_history"]
     assert "population_size=6 is not a multiple of the 4 devices" in res["error"]
+
+
+def test_the_cli_writes_its_figures(tmp_path):
+    """Every other CLI test passes --no-figures; this one checks the three figures are written and non-empty
+    (it failed when the plotting code read a config field that had moved to a section)."""
+    from hcjax import cli
+
+    out = str(tmp_path / "run")
+    cfg_path = str(tmp_path / "cfg.json")
+    HCTConfig.from_dict(TINY | {"rounds": 2, "final_steps": 40}).save_json(cfg_path)
+    assert cli.main(["train", "--config", cfg_path, "--out", out, "--quiet"]) == 0
+    for name in ("rounds.png", "lineage.png", "latents.png"):
+        path = os.path.join(out, "figures", name)
+        assert os.path.getsize(path) > 10_000, name
