@@ -174,7 +174,15 @@ def is_main_process() -> bool:
 
 
 def to_host(x) -> np.ndarray:
-    """A NumPy copy of ``x``; arrays spread over several processes are gathered first."""
+    """A NumPy copy of ``x``; arrays spread over several processes are gathered first.
+
+    A replicated array is read from this process's own copy: no collective, so
+    counters can be read at any point of a multi-process run (for example
+    while an asynchronous checkpoint is being written) without every process
+    having to join in.
+    """
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         from jax.experimental import multihost_utils
 

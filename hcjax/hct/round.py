@@ -15,6 +15,8 @@ a user can drive them by hand::
 
 from __future__ import annotations
 
+import functools
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -64,6 +66,16 @@ def train(s: HCTSetup, state: HCTState) -> tuple[HCTState, jax.Array]:
 _reseed = jax.jit(selection.reseed)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _parent_latents(trainer: pop.Trainer, members: pop.PopulationState, parents, x):
+    """Encoder means [K, N, d] of members ``parents`` [K] on ``x``, in one program.
+
+    One compiled gather-and-encode, not an eager gather per leaf: in a multi-process run each eager gather
+    of a sharded leaf is its own collective program, and many of them dispatched back to back could hang.
+    """
+    return trainer.latent_means(pop.take(members, parents), x)
+
+
 def _parents(s: HCTSetup, order, fitness, key) -> jax.Array:
     sel, k = s.config.selection, s.config.population.num_pruned
     return jax.vmap(lambda o, f, kp: selection.choose_parents(o, f, kp, k, sel.parent_selection,
@@ -76,7 +88,7 @@ def _new_constraints(s: HCTSetup, state: HCTState, parents, key):
     with_labels = state.members.labels is not None
     if c.selection.reseed_source == "refit":
         # latent means of the parents only; gathered to the host when spread over several processes
-        latents = sharding.host_local(s.trainer.latent_means(pop.take(state.members, parents), s.x_train))
+        latents = sharding.host_local(_parent_latents(s.trainer, state.members, parents, s.x_train))
         active = jnp.tile(component_counts(c.candidates, state.next_refit, k), g)
         fit_keys = jax.vmap(lambda kk: jax.random.split(kk, k))(key).reshape(-1)
         new_priors, labels, loglik = refit(c.candidates, latents, fit_keys, active, s.num_fit, with_labels)
