@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from hcjax._io import atomic_write_with
+
 __all__ = ["plot_rounds", "plot_lineage", "plot_latents"]
 
 
@@ -102,7 +104,6 @@ def plot_latents(latents: dict, colours: np.ndarray | None, path: str, title: st
 def _save(fig, path: str) -> str:
     import matplotlib.pyplot as plt
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=120))  # a crash never leaves half a figure
     plt.close(fig)
     return path

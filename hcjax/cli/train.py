@@ -88,57 +88,84 @@ def _with_flag_names(message: str) -> str:
     return message if flag is None else message.replace(match.group(1), f"{flag} ({match.group(1)})", 1)
 
 
+def _stats(values, keep) -> tuple:
+    """(min, median, max) of ``values`` over the kept (non-diverged, finite) members, None when there are none."""
+    v = np.asarray(values, np.float64)[np.asarray(keep)]
+    v = v[np.isfinite(v)]
+    return (float(v.min()), float(np.median(v)), float(v.max())) if v.size else (None, None, None)
+
+
 class _Progress:
-    """A one-line progress bar over units plus a per-round table, on stderr/stdout."""
+    """The per-round table on stdout and progress on stderr: a bar on a terminal, one line per unit otherwise."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.start = time.time()
         self.header_done = False
+        self.bar = sys.stderr.isatty()
+
+    def _row(self, rec: dict) -> str:
+        keep = [not d for d in rec["diverged"]]
+        f, mi, kl = _stats(rec["fitness"], keep), _stats(rec["mutual_info"], keep), _stats(rec["kl"], keep)
+        sel = rec.get("selection")
+        move = " ".join(f"{a}<-{b}" for a, b in zip(sel["pruned"], sel["parents"])) if sel else \
+            f"consensus: member {rec.get('consensus_member')}"
+        units = " ".join("x" if d else str(a) for a, d in zip(rec["active_units"], rec["diverged"]))
+        return (f"{rec['round']:5d} {_cell(f[2], 9)}/{_cell(f[1], 9)[1:]} {units:>13}  "
+                f"{_cell(mi[0], 7)}/{_cell(mi[1], 6)[1:]}/{_cell(mi[2], 6)[1:]} {_cell(kl[1], 8)}"
+                f"{sum(rec['collapsed']):>10d}{sum(rec['diverged']):>10d}  {move}")
 
     def __call__(self, event: dict) -> None:
         if self.quiet:
             return
-        unit, total, rec = event["unit"], event["total"], event["record"]
-        sys.stderr.write("\r" + " " * 60 + "\r")  # clear the bar before printing a table row
-        sys.stderr.flush()
+        unit, total = event["unit"], event["total"]
+        if self.bar:
+            sys.stderr.write("\r" + " " * 60 + "\r")  # clear the bar before printing a table row
+            sys.stderr.flush()
         if event["phase"] == "rounds":
             if not self.header_done:
-                print("round  fitness(best/median)   active units   MI nats (min/med/max)   KL (med)  collapsed  "
-                      "non-finite  pruned->parents", flush=True)
+                print("round  fitness(best/median)   active units   MI nats (min/med/max)  KL (med) collapsed  "
+                      "diverged  pruned->parents   (x: diverged member)", flush=True)
                 self.header_done = True
-            f = np.asarray(rec["fitness"])
-            mi = np.asarray(rec["mutual_info"])
-            sel = rec.get("selection")
-            move = " ".join(f"{a}<-{b}" for a, b in zip(sel["pruned"], sel["parents"])) if sel else \
-                f"consensus: member {rec.get('consensus_member')}"
-            print(f"{rec['round']:5d}  {np.max(f):9.3f}/{np.median(f):9.3f}  "
-                  f"{' '.join(map(str, rec['active_units'])):>13}   "
-                  f"{mi.min():6.3f}/{np.median(mi):6.3f}/{mi.max():6.3f}   {np.median(rec['kl']):7.3f}  "
-                  f"{sum(rec['collapsed']):9d}  {sum(n > 0 for n in rec['nonfinite_steps']):10d}  {move}", flush=True)
-        width = 24
-        filled = int(width * unit / total)
-        end = "\n" if unit == total else ""
-        sys.stderr.write(f"[{'#' * filled}{'.' * (width - filled)}] {unit}/{total} units ({event['phase']}) "
-                         f"{time.time() - self.start:6.1f}s{end}")
+            print(self._row(event["record"]), flush=True)
+        elapsed = time.time() - self.start
+        if self.bar:
+            filled = int(24 * unit / total)
+            sys.stderr.write(f"[{'#' * filled}{'.' * (24 - filled)}] {unit}/{total} units ({event['phase']}) "
+                             f"{elapsed:6.1f}s{chr(10) if unit == total else ''}")
+        else:
+            sys.stderr.write(f"unit {unit}/{total} ({event['phase']}) {elapsed:.1f}s\n")
         sys.stderr.flush()
+
+
+def _cell(value, width: int, decimals: int = 3) -> str:
+    """A right-aligned table cell that never runs into its neighbour: "n/a" when missing, %g when huge."""
+    if value is None:
+        text = "n/a"
+    elif abs(value) >= 1e6:
+        text = f"{value:.3g}"
+    else:
+        text = f"{value:.{decimals}f}"
+    return " " + text.rjust(width - 1)
 
 
 def comparison_table(result) -> str:
-    """Vanilla vs HCT (per single objective), side by side, for every group (s2, beta) of the run."""
+    """Vanilla vs HCT (per single objective), side by side, for every group (s2, beta) of the run.
+
+    Means are over the members that did not diverge (n of them); ``diverged`` counts the others.
+    """
     head = (f"{'s2/lambda_max':>13}{'beta':>6}  {'model':<26}{'active units':>13}{'MI (nats)':>11}{'KL (nats)':>11}"
-            f"{'ELBO':>11}{'margin':>9}  n")
+            f"{'ELBO':>11}{'margin':>9}{'n':>4}{'diverged':>10}")
     lines = [head, "-" * len(head)]
     for g, group in enumerate(result.groups):
         summary = result.final_summary(g)
         rows = [(k if not k.startswith("hct:") else f"HCT, then {k[4:]}", v) for k, v in summary.items()]
         for name, s in rows:
-            if not s:
-                continue
-            get = lambda k: s[k]["mean"] if k in s else float("nan")
+            get = lambda k: s[k]["mean"] if k in s else None
+            n = s["mutual_info"]["n"] if "mutual_info" in s else 0
             lines.append(f"{group['decoder_variance_scale']:>13.3g}{group['beta']:>6.3g}  {name:<26}"
-                         f"{get('active_units'):>13.2f}{get('mutual_info'):>11.3f}{get('kl'):>11.3f}"
-                         f"{get('elbo'):>11.3f}{get('margin'):>9.3f}  {s['mutual_info']['n']}")
+                         f"{_cell(get('active_units'), 13, 2)}{_cell(get('mutual_info'), 11)}{_cell(get('kl'), 11)}"
+                         f"{_cell(get('elbo'), 11)}{_cell(get('margin'), 9)}{n:>4}{s['members']['diverged']:>10}")
     return "\n".join(lines)
 
 
@@ -208,11 +235,21 @@ def run(args: argparse.Namespace) -> int:
             return 2
     import jax
 
-    from hcjax.hct import run_hct, save_final_model
+    from hcjax.hct import run_hct, save_final_model, setup
+    from hcjax.hct.run import check_out_dir
 
     main = sharding.is_main_process()
     if not main:  # every process trains; only process 0 prints and writes files
         args.quiet, args.no_figures = True, True
+    try:  # every check (data, devices, checkpoints) before anything is written to --out
+        prepared = setup(config)
+        latest = check_out_dir(config, args.out, args.resume)
+    except (ValueError, TypeError, OSError, CheckpointError) as exc:
+        print(f"hcjax train: error: {_with_flag_names(str(exc))}", file=sys.stderr)
+        return 2
+    if args.resume and not args.quiet:
+        what = f"resuming after unit {latest}" if latest is not None else f"no checkpoint in {args.out!r}, starting afresh"
+        print(f"hcjax train: --resume: {what}", flush=True)
     os.makedirs(args.out, exist_ok=True)
     if main:
         atomic_write_json(os.path.join(args.out, "config.json"), config.to_dict(), indent=2)
@@ -224,8 +261,8 @@ def run(args: argparse.Namespace) -> int:
               f"final={config.final.steps} s2={s2} beta={o.beta} -> {args.out} on {n_dev} device"
               f"{'s' if n_dev > 1 else ''} ({n_proc} process{'es' if n_proc > 1 else ''})", flush=True)
     try:
-        result = run_hct(config, out_dir=args.out, resume=args.resume,
-                         progress=_Progress(args.quiet))
+        result = run_hct(config, out_dir=args.out, resume=args.resume, progress=_Progress(args.quiet),
+                         prepared=prepared)
     except (ValueError, TypeError, CheckpointError) as exc:
         print(f"hcjax train: error: {_with_flag_names(str(exc))}", file=sys.stderr)
         return 2

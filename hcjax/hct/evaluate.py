@@ -31,8 +31,10 @@ class Evaluation:
     pairwise ARI of the member's component assignments against the other
     members of its group. teacher_information (scalar), alignment_loss,
     margin, certified: the certificate (None without one). nonfinite_steps:
-    skipped steps. fitness: selection fitness (higher is better). collapsed:
-    bool, MI below the threshold or no active unit.
+    skipped steps. fitness: selection fitness (higher is better). diverged:
+    bool, the member skipped a non-finite step or its ELBO, KL or MI is not
+    finite (its other metrics are then not evidence of anything). collapsed:
+    bool, not diverged and MI below the threshold or no active unit.
     """
 
     report: diagnostics.CollapseReport
@@ -43,6 +45,7 @@ class Evaluation:
     certified: jax.Array | None
     nonfinite_steps: jax.Array
     fitness: jax.Array
+    diverged: jax.Array
     collapsed: jax.Array
 
 
@@ -88,10 +91,13 @@ def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.
     if s.certificate is not None:
         info, loss, margin = _margins(s.certificate.head, latents, s.certificate.teacher_eval)
         certified = margin > s.config.certificate.tau
-    collapsed = (report.mutual_info < s.config.selection.collapse_mi_threshold) | (report.active_units == 0)
+    finite = jnp.isfinite(report.elbo) & jnp.isfinite(report.kl) & jnp.isfinite(report.mutual_info)
+    diverged = (members.nonfinite_steps > 0) | ~finite
+    collapsed = ~diverged & ((report.mutual_info < s.config.selection.collapse_mi_threshold)
+                             | (report.active_units == 0))
     return Evaluation(report=report, consensus=consensus, teacher_information=info, alignment_loss=loss,
                       margin=margin, certified=certified, nonfinite_steps=members.nonfinite_steps,
-                      fitness=_fitness(s, report.elbo, margin, consensus), collapsed=collapsed)
+                      fitness=_fitness(s, report.elbo, margin, consensus), diverged=diverged, collapsed=collapsed)
 
 
 _rank_groups = jax.jit(jax.vmap(selection.rank))
@@ -115,5 +121,6 @@ def to_record(ev: Evaluation) -> dict:
         out["certified"] = host.certified.tolist()
     out["nonfinite_steps"] = host.nonfinite_steps.tolist()
     out["fitness"] = host.fitness.tolist()
+    out["diverged"] = host.diverged.tolist()
     out["collapsed"] = host.collapsed.tolist()
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any
 
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hcjax._io import atomic_write_json
+from hcjax._io import atomic_write_json, atomic_write_with
 from hcjax.engine import population as pop
 from hcjax.engine import sharding
 from hcjax.hct.config import HCTConfig
@@ -36,13 +37,20 @@ SUMMARY_KEYS = ("active_units", "mutual_info", "kl", "elbo", "margin")
 
 
 def summarise(reports: list[dict], keys=SUMMARY_KEYS) -> dict:
-    """Mean/min/max/n of ``keys`` over a list of per-member report dicts."""
+    """Mean/min/max/n of ``keys`` over the members that did not diverge, and the member counts.
+
+    A member with ``"diverged": True`` (see :class:`hcjax.hct.evaluate.Evaluation`) is left out of every
+    mean, and any other non-finite value is left out of its own metric: ``n`` says how many values a mean
+    covers, ``members`` how many members there were and how many diverged.
+    """
+    healthy = [r for r in reports if not r.get("diverged", False)]
     out = {}
     for k in keys:
-        vals = [r[k] for r in reports if r.get(k) is not None]
+        vals = [float(r[k]) for r in healthy if r.get(k) is not None and math.isfinite(float(r[k]))]
         if vals:
             out[k] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)), "max": float(np.max(vals)),
                       "n": len(vals)}
+    out["members"] = {"n": len(reports), "diverged": len(reports) - len(healthy)}
     return out
 
 
@@ -129,9 +137,7 @@ def save_final_model(result: HCTResult, directory: str, slot: int | None = None)
     arrays = {f"params/{k}": np.asarray(v) for k, v in flat.items()}
     arrays |= {"prior/logits": np.asarray(member.prior.logits), "prior/means": np.asarray(member.prior.means),
                "prior/log_vars": np.asarray(member.prior.log_vars), "log_s2": np.asarray(member.log_s2)}
-    tmp = os.path.join(directory, "params.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, os.path.join(directory, "params.npz"))
+    atomic_write_with(os.path.join(directory, "params.npz"), lambda tmp: np.savez(tmp, **arrays))
     entry = next((e for e in result.final if e["slot"] == slot), None)
     if entry is None:
         raise ValueError(f"slot {slot} is not a final slot of this result (slots: {[e['slot'] for e in result.final]}).")

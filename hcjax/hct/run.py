@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from hcjax import data as data_lib
-from hcjax._io import atomic_write_text
+from hcjax._io import atomic_write_text, dumps
 from hcjax.engine import sharding
 from hcjax.engine.checkpoint import Checkpointer, CheckpointError, config_differences
 from hcjax.hct.config import REPRODUCIBILITY_IGNORED, HCTConfig
@@ -30,7 +30,7 @@ from hcjax.hct.round import consensus, end_rounds, final_objective, select, trai
 from hcjax.hct.setup import HCTSetup, setup
 from hcjax.hct.state import HCTState, init, place
 
-__all__ = ["run_hct", "run_unit"]
+__all__ = ["run_hct", "run_unit", "check_out_dir"]
 
 FINAL_EVAL_UNIT, BASELINE_EVAL_UNIT = 10_000, 20_000  # key folds of the end-of-run evaluations
 
@@ -64,23 +64,41 @@ def run_unit(s: HCTSetup, state: HCTState, recorder: Recorder) -> tuple[HCTState
     return state.replace(unit=state.unit + 1), record
 
 
+def check_out_dir(config: HCTConfig, out_dir: str, resume: bool) -> int | None:
+    """Check that a run of ``config`` may use ``out_dir``, writing nothing; return the step to resume from.
+
+    Raises CheckpointError when ``out_dir`` holds checkpoints and ``resume`` is False, or when they belong to
+    another configuration. Returns None when there is nothing to resume (a fresh start).
+    """
+    directory = os.path.join(out_dir, "checkpoints")
+    if not os.path.isdir(directory) or not any(name.isdigit() for name in os.listdir(directory)):
+        return None
+    ckpt = Checkpointer(directory, config.run.keep_checkpoints)
+    try:
+        latest = ckpt.latest_step()
+        if latest is not None and not resume:
+            raise CheckpointError(f"{ckpt.directory!r} already holds checkpoints (latest step {latest}); pass "
+                                  "resume=True (--resume) to continue that run, or choose a new output directory.")
+        if latest is not None:
+            saved = ckpt.read_meta()
+            diff = config_differences(saved.get("config", {}), config.flat_dict(), REPRODUCIBILITY_IGNORED)
+            if diff:
+                raise CheckpointError(f"checkpoint directory {ckpt.directory!r} belongs to a different "
+                                      f"configuration; differences (saved, current): {diff}. Use another --out or "
+                                      "drop --resume.")
+        return latest
+    finally:
+        ckpt.close()
+
+
 def _open_checkpoints(s: HCTSetup, state: HCTState, recorder: Recorder, out_dir: str | None, resume: bool):
     """(checkpointer or None, state, recorder): restored from ``out_dir`` when resuming."""
-    c = s.config
     if out_dir is None:
         return None, state, recorder
-    ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), c.run.keep_checkpoints)
-    latest = ckpt.latest_step()
-    if latest is not None and not resume:
-        raise CheckpointError(f"{ckpt.directory!r} already holds checkpoints (latest step {latest}); pass "
-                              "resume=True (--resume) to continue that run, or choose a new output directory.")
+    latest = check_out_dir(s.config, out_dir, resume)
+    ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), s.config.run.keep_checkpoints)
     if latest is None:
         return ckpt, state, recorder
-    saved = ckpt.read_meta()
-    diff = config_differences(saved.get("config", {}), c.flat_dict(), REPRODUCIBILITY_IGNORED)
-    if diff:
-        raise CheckpointError(f"checkpoint directory {ckpt.directory!r} belongs to a different configuration; "
-                              f"differences (saved, current): {diff}. Use another --out or drop --resume.")
     restored, meta = ckpt.restore(state)
     return ckpt, place(s, restored), Recorder.from_meta(meta)
 
@@ -128,10 +146,8 @@ def _result(s: HCTSetup, state: HCTState, recorder: Recorder, elapsed: float) ->
 
 
 def _write_metrics(out_dir: str, records: list) -> None:
-    """Rewrite ``metrics.jsonl`` (one JSON object per unit) atomically."""
-    import json
-
-    atomic_write_text(os.path.join(out_dir, "metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
+    """Rewrite ``metrics.jsonl`` (one standard-JSON object per unit, non-finite numbers as null) atomically."""
+    atomic_write_text(os.path.join(out_dir, "metrics.jsonl"), "".join(dumps(r) + "\n" for r in records))
 
 
 def run_hct(
@@ -142,6 +158,7 @@ def run_hct(
     resume: bool = False,
     progress: Callable[[dict], None] | None = None,
     stop_after_units: int | None = None,
+    prepared: HCTSetup | None = None,
 ) -> HCTResult:
     """Run HCT end to end (see :mod:`hcjax.hct`).
 
@@ -155,6 +172,8 @@ def run_hct(
       progress: called after every unit with a dict (unit, total, phase, record).
       stop_after_units: stop early after this many units (for staged runs);
         the result then covers the work done so far.
+      prepared: the run's :class:`HCTSetup` if the caller built it already (``setup(config, dataset)``),
+        e.g. to check everything before writing anything; ``dataset`` is then ignored.
     Returns:
       An :class:`HCTResult`.
     """
@@ -164,7 +183,9 @@ def run_hct(
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoints are).")
     t0 = time.time()
-    s = setup(config, dataset)
+    s = prepared if prepared is not None else setup(config, dataset)
+    if s.config != config:
+        raise ValueError("prepared was built from another configuration than config.")
     ckpt, state, recorder = _open_checkpoints(s, init(s), Recorder.start(s), out_dir, resume)
     total, done = config.total_units, 0
     while state.unit_index < total and (stop_after_units is None or done < stop_after_units):
