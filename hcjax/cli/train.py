@@ -111,7 +111,7 @@ class _Progress:
         move = " ".join(f"{a}<-{b}" for a, b in zip(sel["pruned"], sel["parents"])) if sel else \
             f"consensus: member {rec.get('consensus_member')}"
         units = " ".join("x" if d else str(a) for a, d in zip(rec["active_units"], rec["diverged"]))
-        return (f"{rec['round']:5d} {_cell(f[2], 9)}/{_cell(f[1], 9)[1:]} {units:>13}  "
+        return (f"{rec['round']:5d} {_cell(f[2], 9)}/{_cell(f[1], 9)[1:]}  {units:>15}  "
                 f"{_cell(mi[0], 7)}/{_cell(mi[1], 6)[1:]}/{_cell(mi[2], 6)[1:]} {_cell(kl[1], 8)}"
                 f"{sum(rec['collapsed']):>10d}{sum(rec['diverged']):>10d}  {move}")
 
