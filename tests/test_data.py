@@ -125,9 +125,36 @@ def test_loaders_check_device_array_values_too():
     (lambda: data.load_dataset("mnist"), ValueError, "needs a path"),
     (lambda: data.load_mnist("/nonexistent/path"), ValueError, "must be a directory"),
     (lambda: data.gaussian_spectrum(10, [1.0, -1.0]), ValueError, "eigenvalues must be >= 0"),
+    (lambda: data.gaussian_spectrum(10, [1.0, np.inf]), ValueError, "eigenvalues contains 1 non-finite"),
+    (lambda: data.gaussian_spectrum(10, [1.0, "a"]), TypeError, "eigenvalues must be numbers"),
     (lambda: data.train_val_split(np.zeros((10, 2)), val_fraction=0.0), ValueError, "both parts"),
     (lambda: data.clustered(10, separation=0.0), ValueError, "separation must be finite and > 0"),
 ])
 def test_bad_input_raises(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("mean, exc, match", [
+    ([np.nan, 0.0], ValueError, "mean contains 1 non-finite value"),
+    ([0.0, np.inf], ValueError, "mean contains 1 non-finite value"),
+    (np.nan, ValueError, "mean contains 1 non-finite value"),
+    ([1.0, 2.0, 3.0], ValueError, "mean has 3 entries but there are D = 2 eigenvalues"),
+    (np.zeros((2, 2)), ValueError, "mean must have rank 0 or 1"),
+    (["a", 0.0], TypeError, "mean must be numbers"),
+])
+def test_gaussian_spectrum_rejects_a_bad_mean(mean, exc, match):
+    """Catches gaussian_spectrum(mean=[nan, 0]) silently returning NaN data (and a wrongly sized mean
+    broadcasting or failing inside NumPy) instead of an error naming ``mean``."""
+    with pytest.raises(exc, match=match):
+        data.gaussian_spectrum(10, [2.0, 1.0], mean=mean)
+
+
+def test_gaussian_spectrum_mean_shifts_the_data():
+    """Catches the mean checks changing valid results: a scalar or [D] mean is added to every row."""
+    x0, cov0 = data.gaussian_spectrum(50, [2.0, 1.0], seed=4)
+    x1, cov1 = data.gaussian_spectrum(50, [2.0, 1.0], seed=4, mean=[1.0, -3.0])
+    x2, _ = data.gaussian_spectrum(50, [2.0, 1.0], seed=4, mean=0.5)
+    np.testing.assert_allclose(x1 - x0, np.broadcast_to([1.0, -3.0], x0.shape), atol=1e-5)
+    np.testing.assert_allclose(x2 - x0, 0.5, atol=1e-5)
+    np.testing.assert_array_equal(cov0, cov1)

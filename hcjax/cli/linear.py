@@ -111,18 +111,21 @@ def _load(args) -> tuple[str, np.ndarray | None, np.ndarray]:
             rows64 = rows.astype(np.float64) - rows.mean(axis=0)
             cov = rows64.T @ rows64 / rows.shape[0]
         return "spectrum " + ",".join(f"{v:g}" for v in lam), rows, cov
-    if args.data == "digits":
-        rows, _ = data_lib.load_digits()
-    elif args.data.split(":", 1)[0] in ("mnist", "fashion_mnist"):
-        name, _, path = args.data.partition(":")
-        if not path:
-            raise ValueError(f"--data {args.data!r} needs a path: '{name}:/path/to/idx_dir_or_file.npz'.")
-        rows = data_lib.load_mnist(path)[0]
-    else:
+    name, _, path = args.data.partition(":")
+    if args.data != "digits" and name not in ("mnist", "fashion_mnist"):
         raise ValueError(f"--data must be digits, mnist:PATH or fashion_mnist:PATH, got {args.data!r}.")
+    if name != "digits" and not path:
+        raise ValueError(f"--data {args.data!r} needs a path: '{name}:/path/to/idx_dir_or_file.npz'.")
+    try:
+        rows = data_lib.load_digits()[0] if name == "digits" else data_lib.load_mnist(path)[0]
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        raise ValueError(f"--data {args.data!r}: {exc}") from exc
     x = rows.astype(np.float64)
     x -= x.mean(axis=0)
-    return args.data, rows, x.T @ x / x.shape[0]
+    cov = x.T @ x / x.shape[0]
+    if not np.all(np.isfinite(cov)):  # the loaders reject NaN/inf; this keeps eigvalsh from raising LinAlgError
+        raise ValueError(f"--data {args.data!r}: the data covariance is not finite; expected finite data.")
+    return args.data, rows, cov
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -264,10 +267,11 @@ def run(args: argparse.Namespace) -> int:
     from hcjax.theory import linear
 
     parser: argparse.ArgumentParser = args._parser
-    try:
+    try:  # every data check before any work, and before --out is created
         source, rows, cov = _load(args)
-    except (ValueError, TypeError, ImportError) as exc:
-        parser.error(str(exc))
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        print(f"hcjax linear: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     lam = np.linalg.eigvalsh(cov)[::-1].clip(min=0.0)
     d = _check_arguments(parser, args, rows, lam)
     table_s2, table_kl = _closed_form_tables(args, source, lam, cov, d)

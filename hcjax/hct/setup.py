@@ -84,8 +84,11 @@ def load_data(config: HCTConfig, dataset: data_lib.Dataset | None) -> data_lib.D
     d = config.data
     if dataset is None:
         kwargs = {"num_rows": d.num_rows} if d.dataset in ("synthetic", "gaussian") else {}
-        return data_lib.load_dataset(d.dataset, seed=config.run.seed, val_fraction=d.val_fraction,
-                                     standardise_features=d.standardise, **kwargs)
+        try:
+            return data_lib.load_dataset(d.dataset, seed=config.run.seed, val_fraction=d.val_fraction,
+                                         standardise_features=d.standardise, **kwargs)
+        except (ValueError, TypeError, OSError) as exc:  # name the option (the CLI shows its flag too)
+            raise type(exc)(f"data.dataset={d.dataset!r}: {exc}") from exc
     if not isinstance(dataset, data_lib.Dataset):
         raise TypeError(f"dataset must be an hcjax.data.Dataset, got {type(dataset).__name__}.")
     data_lib.check_data("dataset.train", dataset.train, min_rows=2)

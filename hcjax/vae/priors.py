@@ -53,6 +53,9 @@ class MixturePrior:
     means: jax.Array
     log_vars: jax.Array
 
+    def __post_init__(self):
+        _check_shapes(self.logits, self.means, self.log_vars)
+
     @property
     def num_components(self) -> int:
         return self.means.shape[-2]
@@ -60,6 +63,32 @@ class MixturePrior:
     @property
     def latent_dim(self) -> int:
         return self.means.shape[-1]
+
+
+def _static_shape(x) -> tuple | None:
+    shape = getattr(x, "shape", None)
+    return shape if isinstance(shape, tuple) else None
+
+
+def _check_shapes(logits, means, log_vars) -> None:
+    """Require J >= 1 and shapes logits [..., J], means [..., J, d], log_vars [..., J, d].
+
+    Only static shapes are read (never values), so this runs the same on
+    arrays and tracers, with or without a leading population axis. Pytree
+    machinery also rebuilds a MixturePrior from other leaves (None, axis
+    specs, shardings, dtypes, per-leaf reductions to scalars): anything that
+    is not three arrays with at least one non-scalar is not checked.
+    """
+    shapes = [_static_shape(a) for a in (logits, means, log_vars)]
+    if any(s is None for s in shapes) or all(len(s) == 0 for s in shapes):
+        return
+    ls, ms, vs = shapes
+    expected = "expected logits [J], means [J, d], log_vars [J, d] (a population: a leading axis on all three)"
+    if len(ms) < 2 or ls != ms[:-1] or vs != ms:
+        raise ValueError(f"MixturePrior shapes disagree: logits {ls}, means {ms}, log_vars {vs}; {expected}.")
+    if ms[-2] == 0:
+        raise ValueError(f"MixturePrior has J = 0 components (logits {ls}, means {ms}, log_vars {vs}); "
+                         f"{expected} with J >= 1.")
 
 
 def standard_normal(latent_dim: int, num_components: int = 1) -> MixturePrior:

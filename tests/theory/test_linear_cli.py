@@ -78,7 +78,6 @@ def test_short_training_run_writes_trained_points(tmp_path, capsys):
     (["--beta", "0"], "--beta"),
     (["--beta", "abc"], "--beta"),
     (["--s2-grid", "3,1,5"], "--s2-grid"),
-    (["--data", "cifar"], "--data"),
     (["--train", "--steps", "10", "--phases", "3"], "--steps"),
 ])
 def test_bad_input_exits_with_a_message(argv, message, tmp_path, capsys):
@@ -87,3 +86,28 @@ def test_bad_input_exits_with_a_message(argv, message, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error" in err and message in err
+
+
+@pytest.mark.parametrize("data, message", [
+    ("cifar", "--data must be digits, mnist:PATH or fashion_mnist:PATH, got 'cifar'"),
+    ("digits:x", "--data must be digits"),
+    ("mnist:", "needs a path"),
+    ("fashion_mnist:/nonexistent/dir", "--data 'fashion_mnist:/nonexistent/dir': MNIST path '/nonexistent/dir' "
+                                       "does not exist"),
+    ("mnist:{tmp}/nan.npz", "NaN or inf pixel"),
+    ("mnist:{tmp}/text.npz", "not a valid .npz"),
+])
+def test_bad_data_is_one_error_line_before_any_work(data, message, tmp_path, capsys):
+    """Catches a bad --data value giving a traceback (LinAlgError for NaN pixels, zipfile errors) or a usage
+    block, not naming --data, or printing tables / creating --out before the data are checked."""
+    x = np.full((4, 28, 28), 7, np.float32)
+    x[1, 2, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", x_train=x, y_train=np.zeros(4, np.uint8), x_test=x, y_test=np.zeros(4, np.uint8))
+    (tmp_path / "text.npz").write_text("not a zip archive")
+    out = tmp_path / "out"
+    code = cli.main(["linear", "--data", data.format(tmp=tmp_path), "--out", str(out)])
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hcjax linear: error: --data") and message in lines[0], captured.err
+    assert captured.out == "" and not out.exists()

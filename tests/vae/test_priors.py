@@ -105,3 +105,37 @@ def test_stack_pads_to_the_largest_mixture():
 def test_bad_input_raises(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+@pytest.mark.parametrize("logits, means, log_vars, match", [
+    (np.zeros(0), np.zeros((0, 2)), np.zeros((0, 2)), "J = 0 components"),
+    (np.zeros((4, 0)), np.zeros((4, 0, 2)), np.zeros((4, 0, 2)), "J = 0 components"),
+    (np.zeros(3), np.zeros((2, 2)), np.zeros((2, 2)), "shapes disagree"),
+    (np.zeros(2), np.zeros((2, 2)), np.zeros((2, 3)), "shapes disagree"),
+    (np.zeros(2), np.zeros(2), np.zeros(2), "shapes disagree"),
+    (np.zeros((4, 2)), np.zeros((2, 2)), np.zeros((2, 2)), "shapes disagree"),
+])
+def test_a_directly_built_bad_prior_is_an_error(logits, means, log_vars, match):
+    """Catches MixturePrior accepting J = 0 components (``sample`` later fails inside an argmax) or
+    logits [J] / means [J, d] / log_vars [J, d] that disagree, instead of failing where the prior is built."""
+    with pytest.raises(ValueError, match=match):
+        priors.MixturePrior(jnp.asarray(logits), jnp.asarray(means), jnp.asarray(log_vars))
+
+
+def test_shape_checks_accept_tracers_populations_and_pytree_rebuilds():
+    """Catches the shape check rejecting valid uses: a population axis, priors rebuilt from tracers under
+    jit / vmap / eval_shape, and pytree rebuilds with non-array leaves (axis specs, dtypes, reductions)."""
+    ps = [random_prior(s, j=3)[0] for s in range(4)]
+    stacked = priors.stack(ps)  # logits [4, 3], means [4, 3, 2]
+    z = jnp.zeros((5, 2))
+    rebuilt = jax.jit(lambda p: priors.MixturePrior(p.logits + 0.0, p.means, p.log_vars))(stacked)
+    assert rebuilt.logits.shape == (4, 3)
+    out = jax.vmap(lambda p: priors.log_prob(priors.MixturePrior(p.logits, p.means, p.log_vars), z))(stacked)
+    assert out.shape == (4, 5)
+    assert jax.eval_shape(lambda p: p, stacked).means.shape == (4, 3, 2)
+    in_axes = priors.MixturePrior(0, 0, 0)  # an axis spec rebuilds the class from ints
+    assert jax.vmap(priors.weights, in_axes=(in_axes,))(stacked).shape == (4, 3)
+    jax.tree.map(lambda a: a.dtype, stacked)
+    jax.tree.map(jnp.sum, stacked)
+    jax.tree.map(lambda a: None, stacked)
+    assert priors.sample(ps[0], jax.random.key(0), (3,)).shape == (3, 2)
