@@ -6,7 +6,6 @@ Every function writes one PNG and returns its path. They read plain results
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 

@@ -25,11 +25,10 @@ process can reach, e.g. a shared file system).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import re
 import sys
+import warnings
 import time
 
 import numpy as np
@@ -248,8 +247,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"hcjax train: error: {_with_flag_names(str(exc))}", file=sys.stderr)
         return 2
     if args.resume and not args.quiet:
-        what = f"resuming after unit {latest}" if latest is not None else f"no checkpoint in {args.out!r}, starting afresh"
+        what = (f"resuming from the newest intact checkpoint (latest step {latest})" if latest is not None
+                else f"no checkpoint in {args.out!r}, starting afresh")
         print(f"hcjax train: --resume: {what}", flush=True)
+    warnings.showwarning = lambda message, *_: print(f"hcjax train: warning: {message}", file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     if main:
         atomic_write_json(os.path.join(args.out, "config.json"), config.to_dict(), indent=2)

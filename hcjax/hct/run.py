@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Callable
 
 import jax
@@ -30,7 +31,11 @@ from hcjax.hct.round import consensus, end_rounds, final_objective, select, trai
 from hcjax.hct.setup import HCTSetup, setup
 from hcjax.hct.state import HCTState, init, place
 
-__all__ = ["run_hct", "run_unit", "check_out_dir"]
+__all__ = ["run_hct", "run_unit", "check_out_dir", "CheckpointRecoveryWarning"]
+
+
+class CheckpointRecoveryWarning(UserWarning):
+    """A resumed run skipped damaged checkpoint steps and continued from the newest intact one."""
 
 FINAL_EVAL_UNIT, BASELINE_EVAL_UNIT = 10_000, 20_000  # key folds of the end-of-run evaluations
 
@@ -99,7 +104,14 @@ def _open_checkpoints(s: HCTSetup, state: HCTState, recorder: Recorder, out_dir:
     ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), s.config.run.keep_checkpoints)
     if latest is None:
         return ckpt, state, recorder
-    restored, meta = ckpt.restore(state)
+    try:
+        step, restored, meta, skipped = ckpt.restore_latest_intact(state)
+    except CheckpointError:
+        ckpt.close()
+        raise
+    for bad, reason in skipped:
+        warnings.warn(f"resuming from checkpoint step {step}: step {bad} skipped ({reason})",
+                      CheckpointRecoveryWarning, stacklevel=3)
     return ckpt, place(s, restored), Recorder.from_meta(meta)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from hcjax._validate import check_int, check_nonnegative, check_positive, check_probability
 from hcjax.engine.objectives import LATENT_RECON_SOURCES
 from hcjax.hct.config import BASELINES, FINAL_OBJECTIVES, FITNESS_KINDS, PARENT_METHODS, HCTConfig
-from hcjax.vae.models import ModelConfig
 
 __all__ = ["validate"]
 

@@ -112,6 +112,7 @@ def test_two_processes_equal_a_single_process_run(tmp_path):
     assert dist["lineage"] == ref["lineage"]
     assert dist["groups"][0]["consensus_history"] == ref["groups"][0]["consensus_history"]
     for name, stats in ref["summary"][0].items():
+        assert dist["summary"][0][name]["members"] == stats.pop("members")  # member and diverged counts
         for key, s in stats.items():
             np.testing.assert_allclose(dist["summary"][0][name][key]["mean"], s["mean"], rtol=1e-5, atol=1e-6,
                                        err_msg=f"{name}/{key}")

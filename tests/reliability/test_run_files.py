@@ -229,3 +229,28 @@ def test_sigkill_at_several_points_then_resume_equals_the_uninterrupted_run(tmp_
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         assert [json.loads(line)["unit"] for line in f] == [1, 2, 3, 4, 5]
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path):
+    """400 flipped bytes in the newest checkpoint used to restore silently into a NaN member. Now --resume
+    says which step it skipped and why, continues from the previous one, and ends at the uninterrupted result."""
+    from test_checkpoint_damage import _data_files, _flip
+
+    config = HCTConfig.from_dict(TINY)
+    reference = save_final_model(run_hct(config), str(tmp_path / "ref_model"))
+    out = str(tmp_path / "run")
+    run_hct(config, out_dir=out, stop_after_units=3)
+    for path in _data_files(os.path.join(out, "checkpoints", "3")):  # every file: ocdbt keeps unread old nodes
+        _flip(path, n=64)
+    cfg_path = str(tmp_path / "cfg.json")
+    config.save_json(cfg_path)
+    done = subprocess.run(CLI + ["--config", cfg_path, "--out", out, "--no-figures", "--quiet", "--resume"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warning = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "resuming from checkpoint step 2: step 3 skipped" in warning[0], done.stderr
+    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
+    with np.load(os.path.join(reference, "params.npz")) as a, \
+            np.load(os.path.join(out, "final_model", "params.npz")) as b:
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
