@@ -157,6 +157,7 @@ def test_resume_into_an_empty_directory_says_so(tmp_path):
     done = subprocess.run(CLI + ["--config", cfg, "--out", str(tmp_path / "new"), "--no-figures", "--resume"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "no checkpoint in" in done.stdout and "starting afresh" in done.stdout
+    assert "on 1 device (1 process)" in done.stdout  # was "on 1 devices (1 processes)"
 
 
 WRITER = r"""
