@@ -9,6 +9,7 @@ from hcjax.engine import objectives
 from hcjax.engine import population as pop
 from hcjax.vae import priors
 from hcjax.engine import checkpoint as ckpt_lib
+from hcjax.engine import checkpoint_recovery as recovery_lib
 from hcjax.engine.checkpoint import Checkpointer, CheckpointError, config_differences
 from hcjax.vae.models import ModelConfig
 
@@ -80,7 +81,7 @@ def test_checksums_are_recorded_in_the_meta_but_never_returned(tmp_path, state):
         for path, leaf in leaves:
             entry = sums["leaves"][jax.tree_util.keystr(path)]
             assert entry["shape"] == list(leaf.shape) and entry["dtype"] == np.dtype(leaf.dtype).name
-            assert list(entry["shards"].values()) == [ckpt_lib._digest(np.asarray(leaf))]
+            assert list(entry["shards"].values()) == [recovery_lib._digest(np.asarray(leaf))]
         assert ck.read_meta() == {"unit": 1}
         assert ck.restore({"hct": state})[1] == {"unit": 1}
         with pytest.raises(ValueError, match="reserved"):
@@ -92,19 +93,19 @@ def test_per_shard_checksums_verify_a_whole_array_and_name_the_bad_shard():
     """Catches: checksums of a multi-process save (one per shard, keyed by global index) not verifying when the
     state is restored whole, or a mismatch in one shard going unnoticed."""
     x = np.arange(24, dtype=np.float32).reshape(4, 6)
-    shards = {ckpt_lib._region_key(((r, r + 2), (0, 6))): ckpt_lib._digest(x[r:r + 2]) for r in (0, 2)}
-    sums = {"version": 1, "meta": ckpt_lib._meta_digest({}),
+    shards = {recovery_lib._region_key(((r, r + 2), (0, 6))): recovery_lib._digest(x[r:r + 2]) for r in (0, 2)}
+    sums = {"version": 1, "meta": recovery_lib._meta_digest({}),
             "leaves": {"['w']": {"shape": [4, 6], "dtype": "float32", "shards": shards}}}
-    assert ckpt_lib._verify({"w": jnp.asarray(x)}, {}, sums) == (None, 0)
+    assert recovery_lib._verify({"w": jnp.asarray(x)}, {}, sums) == (None, 0)
     y = x.copy()
     y[3, 5] = np.nan
-    problem, _ = ckpt_lib._verify({"w": jnp.asarray(y)}, {}, sums)
+    problem, _ = recovery_lib._verify({"w": jnp.asarray(y)}, {}, sums)
     assert problem == "leaf ['w'] (shard 2:4,0:6) does not match its checksum"
-    assert "does not match" in ckpt_lib._verify({"w": jnp.asarray(x)}, {"unit": 1}, sums)[0]  # meta changed
-    assert "is float32[4, 5]" in ckpt_lib._verify({"w": jnp.zeros((4, 5))}, {}, sums)[0]
-    assert "missing" in ckpt_lib._verify({"v": jnp.asarray(x)}, {}, sums)[0]
+    assert "does not match" in recovery_lib._verify({"w": jnp.asarray(x)}, {"unit": 1}, sums)[0]  # meta changed
+    assert "is float32[4, 5]" in recovery_lib._verify({"w": jnp.zeros((4, 5))}, {}, sums)[0]
+    assert "missing" in recovery_lib._verify({"v": jnp.asarray(x)}, {}, sums)[0]
     # a scalar leaf (empty index)
     sums0 = {"version": 1, "leaves": {"['s']": {"shape": [], "dtype": "int32",
-                                                  "shards": {"": ckpt_lib._digest(np.int32(7))}}}}
-    assert ckpt_lib._verify({"s": jnp.int32(7)}, {}, sums0) == (None, 0)
-    assert ckpt_lib._verify({"s": jnp.int32(8)}, {}, sums0)[0] == "leaf ['s'] does not match its checksum"
+                                                  "shards": {"": recovery_lib._digest(np.int32(7))}}}}
+    assert recovery_lib._verify({"s": jnp.int32(7)}, {}, sums0) == (None, 0)
+    assert recovery_lib._verify({"s": jnp.int32(8)}, {}, sums0)[0] == "leaf ['s'] does not match its checksum"
