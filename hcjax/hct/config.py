@@ -309,8 +309,10 @@ class HCTConfig:
         return cls().override(values | flat)
 
     def save_json(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
+        """Write :meth:`to_dict` to ``path`` as JSON, atomically."""
+        from hcjax._io import atomic_write_json
+
+        atomic_write_json(path, self.to_dict(), indent=2)
 
     @classmethod
     def load_json(cls, path: str) -> "HCTConfig":

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from hcjax.engine import objectives, population, step
 from hcjax.vae import elbo, priors
