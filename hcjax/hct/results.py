@@ -65,10 +65,9 @@ class HCTResult:
     lineage: selection events; constraints: every clustering constraint (id,
     source, parent, group, J); final: one dict per final slot (group, slot,
     objective, report); baselines: one dict per baseline member (group,
-    method, member, report); final_state / baseline_state: the populations at
-    the end; pool:
-    the candidate priors [M]; state: the run's final
-    :class:`~hcjax.hct.state.HCTState`; teacher_information: I_T of the certificate's
+    method, member, report); pool: the candidate priors [M]; state: the run's
+    final :class:`~hcjax.hct.state.HCTState` (``final_state`` and ``baseline_state`` are
+    its two populations); teacher_information: I_T of the certificate's
     teacher (or None). ``consensus_member``, ``consensus_history``, ``before``
     and ``decoder_variance`` are group 0's, for single-group runs.
     """
@@ -83,8 +82,6 @@ class HCTResult:
     constraints: list
     final: list
     baselines: list
-    final_state: Any
-    baseline_state: Any
     pool: Any
     state: Any
     teacher_information: float | None
@@ -93,6 +90,8 @@ class HCTResult:
     decoder_variance = property(lambda self: self.groups[0]["decoder_variance"], doc="Group 0's s2.")
     consensus_member = property(lambda self: self.groups[0]["consensus_member"], doc="Group 0's consensus slot.")
     consensus_history = property(lambda self: self.groups[0]["consensus_history"], doc="Group 0's history.")
+    final_state = property(lambda self: self.state.members, doc="The HCT population at the end (``state.members``).")
+    baseline_state = property(lambda self: self.state.baselines, doc="The baseline population (or None).")
     before = property(lambda self: self.groups[0]["before"], doc="Group 0's consensus report before the final phase.")
 
     def final_summary(self, group: int = 0) -> dict:

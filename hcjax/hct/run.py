@@ -151,8 +151,7 @@ def _result(s: HCTSetup, state: HCTState, recorder: Recorder, elapsed: float) ->
     return HCTResult(
         config=c, model_config=s.model, dataset=s.dataset.name, lambda_max=s.lambda_max, groups=groups,
         rounds=recorder.rounds, lineage=recorder.lineage, constraints=recorder.constraints, final=final,
-        baselines=baselines, final_state=host_state.members, baseline_state=host_state.baselines,
-        pool=s.pool.priors, state=host_state,
+        baselines=baselines, pool=s.pool.priors, state=host_state,
         teacher_information=None if s.certificate is None else float(s.certificate.teacher.information),
         elapsed_seconds=elapsed)
 
