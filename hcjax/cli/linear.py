@@ -20,7 +20,6 @@ values as vertical lines; needs matplotlib).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -69,6 +68,7 @@ def _grid(text: str) -> tuple[float, float, int]:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    """Options of ``hcjax linear``."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--spectrum", type=_spectrum, help="covariance eigenvalues, e.g. 5,3,2,1 (default if no --data)")
     src.add_argument("--data", help="digits | mnist:PATH | fashion_mnist:PATH (all training rows, 1/N covariance)")
@@ -145,16 +145,13 @@ def plot_kl_curves(path: str, s2_dense, kl_dense, critical, trained_s2=None, tra
         trained_s2: [G] trained grid; trained_kl: [G, d] measured KL (sorted).
         measured_critical: [d] measured thresholds (dotted vertical lines).
     """
-    import matplotlib
+    from hcjax import plotting
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
+    plt = plotting._pyplot()  # the shared style: Okabe-Ito colours, labelled axes
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     d = np.shape(kl_dense)[1]
     for i in range(d):
-        color = f"C{i % 10}"
+        color = plotting.PALETTE[i % len(plotting.PALETTE)]
         ax.plot(s2_dense, np.asarray(kl_dense)[:, i], "-", color=color, lw=1.5,
                 label=f"latent {i + 1}: closed form" if i < 8 else None)
         ax.axvline(critical[i], color=color, ls="--", lw=0.9, alpha=0.8)
@@ -164,18 +161,16 @@ def plot_kl_curves(path: str, s2_dense, kl_dense, critical, trained_s2=None, tra
         if measured_critical is not None and np.isfinite(measured_critical[i]):
             ax.axvline(measured_critical[i], color=color, ls=":", lw=1.2)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel(xlabel + "  (dashed: predicted threshold, dotted: measured)")
+    low, high = float(np.min(s2_dense)), float(np.max(s2_dense))
+    ax.set_xlim(low, high)
+    plotting.log_ticks(ax.xaxis, low, high)  # labelled ticks whatever the range (one decade or less too)
+    ax.set_xlabel(xlabel + " (squared data units, log scale)\ndashed: predicted threshold, dotted: measured")
     ax.set_ylabel("KL per latent (nats)")
     ax.set_ylim(bottom=-0.02)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return plotting._save(fig, path)  # atomic
 
 
 def _check_arguments(parser: argparse.ArgumentParser, args, rows, lam: np.ndarray) -> int:
@@ -264,6 +259,8 @@ def _write_figure(args, source: str, cov: np.ndarray, lam: np.ndarray, d: int, t
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``hcjax linear``; returns the exit status (2 for bad input)."""
+    from hcjax._io import atomic_write_json
     from hcjax.theory import linear
 
     parser: argparse.ArgumentParser = args._parser
@@ -287,8 +284,7 @@ def run(args: argparse.Namespace) -> int:
         "training": verification.to_dict() if verification is not None else None,
     }
     json_path = os.path.join(args.out, "linear.json")
-    with open(json_path, "w") as f:
-        json.dump(record, f, indent=1)
+    atomic_write_json(json_path, record, indent=1)
     print(f"\nwrote {json_path}")
     if not args.no_figure:
         _write_figure(args, source, cov, lam, d, table_s2, verification)

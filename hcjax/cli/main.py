@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS = {
     "train": ("hcjax.cli.train", "run Historical Consensus Training (the main job) and a vanilla VAE baseline"),
     "linear": ("hcjax.cli.linear", "exact linear-VAE thresholds, closed-form KL table and trained-model check"),
+    "report": ("hcjax.cli.report", "one self-contained HTML page (tables, figures, config, lineage) of a run"),
 }
 
 
@@ -31,6 +32,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hcjax`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)

@@ -29,11 +29,10 @@ import os
 import re
 import sys
 import warnings
-import time
 
 import numpy as np
 
-from hcjax.hct.config import HCTConfig
+from hcjax.hct.config import DEFAULT_S2_SCALE, HCTConfig
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -62,6 +61,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     dist.add_argument("--num-processes", type=int, dest="num_processes", help="total number of processes")
     dist.add_argument("--process-id", type=int, dest="process_id", help="this process's index in [0, N)")
     p.add_argument("--no-figures", action="store_true", help="do not write figures (no matplotlib needed)")
+    p.add_argument("--log", default="jsonl", metavar="WRITERS",
+                   help="metric writers, comma-separated: jsonl (metrics.jsonl, always written), tensorboard "
+                        "(OUT/tensorboard/), wandb (OUT/wandb/; offline unless WANDB_MODE/WANDB_API_KEY say "
+                        "otherwise); tensorboard and wandb need pip install 'hcjax[log]'")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
 
 
@@ -69,7 +72,12 @@ def build_config(args: argparse.Namespace) -> HCTConfig:
     """The HCTConfig of a command line: ``--config`` (if given), then every flag given, then the grid flags."""
     from hcjax.hct.options import config_overrides
 
-    base = HCTConfig.load_json(args.config) if getattr(args, "config", None) else HCTConfig()
+    from hcjax.hct.presets import for_dataset
+
+    if getattr(args, "config", None):
+        base = HCTConfig.load_json(args.config)
+    else:  # defaults chosen for the data set and network (flags override them below)
+        base = for_dataset(getattr(args, "data.dataset", "synthetic"), getattr(args, "model.kind", "mlp"))
     values = config_overrides(args)
     scales, betas = getattr(args, "grid_s2_scale", None), getattr(args, "grid_beta", None)
     if scales or betas:
@@ -97,11 +105,12 @@ def _stats(values, keep) -> tuple:
 class _Progress:
     """The per-round table on stdout and progress on stderr: a bar on a terminal, one line per unit otherwise."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, rounds: int = 0):
+        from hcjax.cli.progress import UnitProgress
+
         self.quiet = quiet
-        self.start = time.time()
         self.header_done = False
-        self.bar = sys.stderr.isatty()
+        self.progress = UnitProgress(rounds)  # tqdm bar on a terminal, one line per unit otherwise; ETA
 
     def _row(self, rec: dict) -> str:
         keep = [not d for d in rec["diverged"]]
@@ -118,23 +127,14 @@ class _Progress:
         if self.quiet:
             return
         unit, total = event["unit"], event["total"]
-        if self.bar:
-            sys.stderr.write("\r" + " " * 60 + "\r")  # clear the bar before printing a table row
-            sys.stderr.flush()
+        self.progress.clear()  # before printing a table row
         if event["phase"] == "rounds":
             if not self.header_done:
                 print("round  fitness(best/median)   active units   MI nats (min/med/max)  KL (med) collapsed  "
                       "diverged  pruned->parents   (x: diverged member)", flush=True)
                 self.header_done = True
             print(self._row(event["record"]), flush=True)
-        elapsed = time.time() - self.start
-        if self.bar:
-            filled = int(24 * unit / total)
-            sys.stderr.write(f"[{'#' * filled}{'.' * (24 - filled)}] {unit}/{total} units ({event['phase']}) "
-                             f"{elapsed:6.1f}s{chr(10) if unit == total else ''}")
-        else:
-            sys.stderr.write(f"unit {unit}/{total} ({event['phase']}) {elapsed:.1f}s\n")
-        sys.stderr.flush()
+        self.progress.update(unit, total, event["phase"])
 
 
 def _cell(value, width: int, decimals: int = 3) -> str:
@@ -148,27 +148,41 @@ def _cell(value, width: int, decimals: int = 3) -> str:
     return " " + text.rjust(width - 1)
 
 
-def comparison_table(result) -> str:
-    """Vanilla vs HCT (per single objective), side by side, for every group (s2, beta) of the run.
+COLUMNS = (  # (summary key, header, width, decimals, sign): the comparison table's metric columns
+    ("active_units", "AU", 6, 2, 1), ("mutual_info", "MI", 8, 3, 1), ("kl", "KL", 9, 2, 1),
+    ("elbo", "-ELBO", 10, 2, -1), ("log_likelihood", "NLL", 10, 2, -1), ("probe_accuracy", "probe", 7, 3, 1),
+    ("knn_accuracy", "kNN", 7, 3, 1), ("label_ari", "ARI", 7, 3, 1), ("margin", "margin", 8, 3, 1),
+)
 
-    Means are over the members that did not diverge (n of them); ``diverged`` counts the others.
+
+def comparison_table(result) -> str:
+    """HCT (per single objective) and every baseline, side by side, for every group (s2, beta) of the run.
+
+    Means over the members that did not diverge (n of them); ``div`` counts the others. Every metric is on
+    the held-out rows of ``result.heldout`` (the test part when the data set has one), nats per example:
+    -ELBO with beta = 1, NLL = -log p(x) with K importance samples; probe / kNN are accuracies and ARI the
+    label ARI of the prior's components (n/a without labels).
     """
-    head = (f"{'s2/lambda_max':>13}{'beta':>6}  {'model':<26}{'active units':>13}{'MI (nats)':>11}{'KL (nats)':>11}"
-            f"{'ELBO':>11}{'margin':>9}{'n':>4}{'diverged':>10}")
+    head = f"{'s2/lambda_max':>13}{'beta':>6}  {'model':<26}" + "".join(f"{h:>{w}}" for _, h, w, _, _ in COLUMNS) + \
+        f"{'n':>4}{'div':>5}"
     lines = [head, "-" * len(head)]
     for g, group in enumerate(result.groups):
-        summary = result.final_summary(g)
-        rows = [(k if not k.startswith("hct:") else f"HCT, then {k[4:]}", v) for k, v in summary.items()]
-        for name, s in rows:
-            get = lambda k: s[k]["mean"] if k in s else None
+        scale = group["decoder_variance_scale"]
+        s2 = f"{scale:>13.3g}" if scale is not None else f"{'-':>13}"
+        for name, s in result.final_summary(g).items():
+            name = f"HCT, then {name[4:]}" if name.startswith("hct:") else name
+            cells = "".join(_cell(None if k not in s else sign * s[k]["mean"], w, d) for k, _, w, d, sign in COLUMNS)
             n = s["mutual_info"]["n"] if "mutual_info" in s else 0
-            lines.append(f"{group['decoder_variance_scale']:>13.3g}{group['beta']:>6.3g}  {name:<26}"
-                         f"{_cell(get('active_units'), 13, 2)}{_cell(get('mutual_info'), 11)}{_cell(get('kl'), 11)}"
-                         f"{_cell(get('elbo'), 11)}{_cell(get('margin'), 9)}{n:>4}{s['members']['diverged']:>10}")
+            lines.append(f"{s2}{group['beta']:>6.3g}  {name:<26}{cells}{n:>4}{s['members']['diverged']:>5}")
+    h = getattr(result, "heldout", {}) or {}
+    if h:
+        lines.append(f"held-out rows: {h.get('rows')} of the {h.get('split')} split; NLL with K = "
+                     f"{h.get('is_samples')} importance samples; binarisation: {h.get('binarize', 'none')}")
     return "\n".join(lines)
 
 
 def write_figures(result, out_dir: str) -> list[str]:
+    """Write ``rounds.png``, ``lineage.png`` and ``latents.png`` into ``out_dir/figures``; returns their paths."""
     import jax
 
     from hcjax import plotting
@@ -214,13 +228,36 @@ def distributed_settings(args: argparse.Namespace) -> dict | None:
     return {"coordinator_address": coordinator, "num_processes": num, "process_id": pid}
 
 
+def _figures_and_logs(args: argparse.Namespace, result, logger) -> None:
+    """Write the figures (unless ``--no-figures``), then log the summary and figures and close the writers."""
+    paths = []
+    if not args.no_figures and result.final:
+        try:
+            paths = write_figures(result, args.out)
+            if not args.quiet:
+                print("figures: " + ", ".join(paths))
+        except ImportError as exc:
+            print(f"hcjax train: figures skipped ({exc})", file=sys.stderr)
+    if logger is not None:  # the summary and the figures as images, then close the writers
+        logger.finish([result.final_summary(g) for g in range(len(result.groups))], paths)
+
+
+def _callbacks(*callbacks):
+    """One ``progress`` callback calling each of ``callbacks`` (None entries skipped) in turn."""
+    chosen = [c for c in callbacks if c is not None]
+    return lambda event: [c(event) for c in chosen] and None
+
+
 def run(args: argparse.Namespace) -> int:
+    """Run ``hcjax train``; returns the exit status (2 for bad input, before anything is written)."""
     from hcjax._io import atomic_write_json
     from hcjax.engine.checkpoint import CheckpointError
+    from hcjax.metric_writers import parse_writers, run_logger
 
     try:
         dist = distributed_settings(args)
         config = build_config(args).validate()
+        log_names = parse_writers(getattr(args, "log", "jsonl"))
     except (ValueError, TypeError, OSError) as exc:
         print(f"hcjax train: error: {_with_flag_names(str(exc))}", file=sys.stderr)
         return 2
@@ -254,18 +291,25 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     if main:
         atomic_write_json(os.path.join(args.out, "config.json"), config.to_dict(), indent=2)
+    logger = run_logger(log_names, args.out, config.to_dict(), config.population.size) if main else None
     if not args.quiet:
         o, p = config.objective, config.population
-        s2 = f"{o.decoder_variance}" if o.decoder_variance is not None else f"{o.decoder_variance_scale} x lambda_max"
+        if config.model.likelihood == "bernoulli":
+            s2 = "none (Bernoulli)"
+        else:
+            s2 = o.decoder_variance if o.decoder_variance is not None else \
+                f"{o.decoder_variance_scale or DEFAULT_S2_SCALE:g} x lambda_max"
         n_dev, n_proc = jax.device_count(), jax.process_count()
         print(f"hcjax train: dataset={config.data.dataset} P={p.size} R={p.rounds} T={p.steps_per_round} "
               f"final={config.final.steps} s2={s2} beta={o.beta} -> {args.out} on {n_dev} device"
               f"{'s' if n_dev > 1 else ''} ({n_proc} process{'es' if n_proc > 1 else ''})", flush=True)
     try:
-        result = run_hct(config, out_dir=args.out, resume=args.resume, progress=_Progress(args.quiet),
-                         prepared=prepared)
+        progress = _callbacks(_Progress(args.quiet, config.population.rounds), logger)
+        result = run_hct(config, out_dir=args.out, resume=args.resume, progress=progress, prepared=prepared)
     except (ValueError, TypeError, CheckpointError) as exc:
         print(f"hcjax train: error: {_with_flag_names(str(exc))}", file=sys.stderr)
+        if logger is not None:
+            logger.finish()
         return 2
     if not main:
         return 0
@@ -274,17 +318,12 @@ def run(args: argparse.Namespace) -> int:
         save_final_model(result, os.path.join(args.out, "final_model"))
     if not args.quiet:
         for g in result.groups:
-            print(f"lambda_max = {result.lambda_max:.4g}, s2 = {g['decoder_variance']:.4g} "
-                  f"({g['decoder_variance_scale']:.3g} x lambda_max), beta = {g['beta']:.3g}: consensus member "
+            s2 = "Bernoulli decoder (no s2)" if g["decoder_variance"] is None else \
+                f"s2 = {g['decoder_variance']:.4g} ({g['decoder_variance_scale']:.3g} x lambda_max)"
+            print(f"lambda_max = {result.lambda_max:.4g}, {s2}, beta = {g['beta']:.3g}: consensus member "
                   f"{g['consensus_member']}, constraints {g['consensus_history']}")
         print(comparison_table(result))
-    if not args.no_figures and result.final:
-        try:
-            paths = write_figures(result, args.out)
-            if not args.quiet:
-                print("figures: " + ", ".join(paths))
-        except ImportError as exc:
-            print(f"hcjax train: figures skipped ({exc})", file=sys.stderr)
+    _figures_and_logs(args, result, logger)
     if not args.quiet:
         print(f"done in {result.elapsed_seconds:.1f}s; results in {args.out}/summary.json and metrics.jsonl")
     return 0

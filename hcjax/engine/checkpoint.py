@@ -84,6 +84,7 @@ class Checkpointer(RecoveryMixin):
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
+        """The newest saved step (None when the directory holds none)."""
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict, wait: bool = False) -> None:
@@ -150,6 +151,7 @@ class Checkpointer(RecoveryMixin):
             raise self._damaged(step, str(exc)) from exc
 
     def close(self) -> None:
+        """Wait for pending saves and release the checkpoint manager (idempotent)."""
         if self._closed:
             return
         self._closed = True

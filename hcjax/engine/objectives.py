@@ -1,7 +1,7 @@
-"""The training objective of one population member, as a pure function.
+"""The training objective of one population member, as a pure function::
 
-``loss = -mean_x E_q[log p(x|z)] + beta_t * KL_term + constraint_weight * constraint
-         + align_weight * alignment + latent_recon_weight * latent_recon``
+    loss = -mean_x E_q[log p(x|z)] + beta_t * KL_term + constraint_weight * constraint
+           + align_weight * alignment + latent_recon_weight * latent_recon
 
 * ``beta_t`` follows the member's schedule (:mod:`hcjax.vae.schedules`).
 * ``KL_term`` is the batch-mean KL, or with free bits (Kingma et al. 2016,
@@ -145,12 +145,15 @@ class LossSettings:
     with_constraint: compute the clustering-constraint term (needs labels).
     with_alignment: compute the witness alignment term (needs a teacher).
     with_latent_recon: compute the latent reconstruction term.
+    binarize: dynamic binarisation: every batch is redrawn as Bernoulli(x)
+      (pixels in [0, 1]) before the loss, with the step's key.
     """
 
     num_samples: int = 1
     with_constraint: bool = False
     with_alignment: bool = False
     with_latent_recon: bool = False
+    binarize: bool = False
 
     def __post_init__(self):
         check_int("num_samples", self.num_samples, minimum=1)
@@ -217,6 +220,9 @@ def member_loss(
       (scalar loss, :class:`LossAux`).
     """
     params, prior, log_s2 = trainable["params"], trainable["prior"], trainable["log_s2"]
+    if settings.binarize:  # an extra split only here, so runs without it keep their random numbers
+        key, k_bin = jax.random.split(key)
+        x = jax.random.bernoulli(k_bin, x).astype(x.dtype)
     k_elbo, k_lr = jax.random.split(key)
     mu, log_var = vae.encode(params, x)
     terms = elbo_lib.elbo(

@@ -108,6 +108,7 @@ class PopulationState:
 
     @property
     def learning_rate(self) -> jax.Array:
+        """[P] current learning rate of every member (held in the optax state)."""
         return self.opt_state.hyperparams["learning_rate"]
 
 
@@ -119,6 +120,7 @@ def as_typed_key(key: jax.Array) -> jax.Array:
 
 
 def population_size(state: PopulationState) -> int:
+    """P, the number of members of ``state``."""
     return int(state.step.shape[0])
 
 
@@ -137,6 +139,8 @@ class TrainSettings:
     grad_clip: global-norm gradient clipping (<= 0 disables).
     with_constraint, with_alignment, with_latent_recon: compute the optional
       loss terms (each costs compute for every member when on).
+    binarize: dynamic binarisation of every batch (see
+      :class:`hcjax.engine.objectives.LossSettings`).
     eval_kl_samples, eval_is_samples: Monte Carlo sizes of the evaluation.
     member_chunk: None (default) vmaps each step over all P members at once;
       an int C trains them in groups of at most C (see
@@ -150,6 +154,7 @@ class TrainSettings:
     with_constraint: bool = False
     with_alignment: bool = False
     with_latent_recon: bool = False
+    binarize: bool = False
     eval_kl_samples: int = 16
     eval_is_samples: int = 32
     member_chunk: int | None = None
@@ -165,8 +170,24 @@ class TrainSettings:
 
     @property
     def loss(self) -> objectives_lib.LossSettings:
+        """The static :class:`~hcjax.engine.objectives.LossSettings` these settings imply."""
         return objectives_lib.LossSettings(self.num_samples, self.with_constraint, self.with_alignment,
-                                           self.with_latent_recon)
+                                           self.with_latent_recon, self.binarize)
+
+
+def _check_train_inputs(model: ModelConfig, settings: TrainSettings, state: PopulationState, data, ctx) -> None:
+    """The errors of :meth:`Trainer.train`, raised before anything is traced."""
+    if data.ndim != 2 or data.shape[1] != model.data_dim:
+        raise ValueError(f"data must have shape [N, {model.data_dim}] to match the model's data_dim, "
+                         f"got {tuple(data.shape)}.")
+    if settings.with_alignment and (ctx is None or ctx.teacher is None or ctx.witness is None):
+        raise ValueError("settings.with_alignment=True needs ctx=TrainingContext(teacher=[N, K], witness=...).")
+    if settings.with_constraint and state.labels.shape[-1] != data.shape[0]:
+        raise ValueError(f"state.labels cover {state.labels.shape[-1]} training rows but data has {data.shape[0]}; "
+                         "constraint labels give one component index per training row.")
+    if ctx is not None and ctx.teacher is not None and ctx.teacher.shape[0] != data.shape[0]:
+        raise ValueError(f"ctx.teacher has {ctx.teacher.shape[0]} rows but data has {data.shape[0]}; "
+                         "the teacher gives one row per training example.")
 
 
 def make_optimizer(grad_clip: float, learning_rate=1e-3) -> optax.GradientTransformation:
@@ -219,7 +240,7 @@ class Trainer:
             round_fn = chex.assert_max_traces(round_fn, n=max_traces)
         self.train_round = jax.jit(round_fn, static_argnames=("num_steps",))
         self.init = jax.jit(self._init)
-        self._evaluate_jit = jax.jit(self._evaluate)
+        self._evaluate_jit = jax.jit(self._evaluate, static_argnums=(3, 4))
         self.latent_means = jax.jit(self._latent_means)
 
     def _train_round(self, state, data, ctx, num_steps: int):
@@ -307,30 +328,26 @@ class Trainer:
           (new state, :class:`hcjax.engine.objectives.LossAux` with leaves [T, P]).
         """
         num_steps = check_int("num_steps", num_steps, minimum=1)
-        if data.ndim != 2 or data.shape[1] != self.model.data_dim:
-            raise ValueError(f"data must have shape [N, {self.model.data_dim}] to match the model's data_dim, "
-                             f"got {tuple(data.shape)}.")
-        if self.settings.with_alignment and (ctx is None or ctx.teacher is None or ctx.witness is None):
-            raise ValueError("settings.with_alignment=True needs ctx=TrainingContext(teacher=[N, K], witness=...).")
-        if self.settings.with_constraint and state.labels.shape[-1] != data.shape[0]:
-            raise ValueError(f"state.labels cover {state.labels.shape[-1]} training rows but data has {data.shape[0]}; "
-                             "constraint labels give one component index per training row.")
-        if ctx is not None and ctx.teacher is not None and ctx.teacher.shape[0] != data.shape[0]:
-            raise ValueError(f"ctx.teacher has {ctx.teacher.shape[0]} rows but data has {data.shape[0]}; "
-                             "the teacher gives one row per training example.")
+        _check_train_inputs(self.model, self.settings, state, data, ctx)
         return self.train_round(state, data, ctx if ctx is not None else objectives_lib.TrainingContext(),
                                 num_steps=num_steps)
 
     # ---- evaluation -----------------------------------------------------
-    def evaluate(self, state: PopulationState, x: jax.Array, key: jax.Array) -> diagnostics.CollapseReport:
-        """Collapse report per member on x [N, D] (one compiled call).
+    def evaluate(self, state: PopulationState, x: jax.Array, key: jax.Array, num_is_samples: int | None = None,
+                 is_chunk_size: int | None = None) -> diagnostics.CollapseReport:
+        """Collapse report per member on x [N, D] (one compiled call per (K, chunk) pair).
 
         ``key``: one PRNG key (typed, or raw uint32 data of shape [2]), split
         into one key per member, or [P] keys (typed, or raw [P, 2]).
+        ``num_is_samples``: K importance samples of the log-likelihood
+        (default ``settings.eval_is_samples``), decoded ``is_chunk_size`` at a
+        time (see :func:`hcjax.vae.diagnostics.importance_sampled_log_likelihood`).
         """
-        return self._evaluate_jit(state, x, as_typed_key(key))
+        k = self.settings.eval_is_samples if num_is_samples is None else check_int("num_is_samples",
+                                                                                  num_is_samples, minimum=1)
+        return self._evaluate_jit(state, x, as_typed_key(key), k, is_chunk_size)
 
-    def _evaluate(self, state: PopulationState, x: jax.Array, key: jax.Array) -> diagnostics.CollapseReport:
+    def _evaluate(self, state, x, key, num_is_samples: int, is_chunk_size) -> diagnostics.CollapseReport:
         p = state.step.shape[0]
         keys = key if key.ndim == 1 else jax.random.split(key, p)
         s = self.settings
@@ -338,7 +355,7 @@ class Trainer:
         def one(params, prior, log_s2, analytic, k):
             return diagnostics.collapse_report(
                 self.vae, params, prior, x, k, log_s2=log_s2, analytic_kl=analytic,
-                num_kl_samples=s.eval_kl_samples, num_is_samples=s.eval_is_samples)
+                num_kl_samples=s.eval_kl_samples, num_is_samples=num_is_samples, is_chunk_size=is_chunk_size)
 
         return jax.vmap(one)(state.params, state.prior, state.log_s2, state.objective.analytic_kl, keys)
 

@@ -20,7 +20,7 @@ import numpy as np
 from hcjax.engine import objectives
 from hcjax.engine import population as pop
 from hcjax.hct.candidates import CandidatePool
-from hcjax.hct.config import HCTConfig
+from hcjax.hct.config import HCTConfig, trained_s2
 from hcjax.hct.layout import MemberLayout
 from hcjax.vae import priors
 
@@ -61,7 +61,7 @@ def baseline_population(c: HCTConfig, trainer: pop.Trainer, groups: list[dict], 
     for group in groups:  # a loop over settings to BUILD the state; training is one program
         for method in methods:
             members += [baseline_objective(c, method, group["beta"])] * p
-            s2 += [group["decoder_variance"]] * p
+            s2 += [trained_s2(group)] * p
             if method == "fixed_gmm":
                 member_priors.append(pop.take(pool.priors, jnp.asarray(slot_ids)))
                 member_labels.append(pool.labels[jnp.asarray(slot_ids)])

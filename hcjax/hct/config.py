@@ -28,6 +28,7 @@ from hcjax.engine.population import TrainSettings
 from hcjax.vae.models import ModelConfig
 
 __all__ = [
+    "trained_s2", "DEFAULT_S2_SCALE", "BINARIZE",
     "BASELINES", "FINAL_OBJECTIVES", "FITNESS_KINDS", "PARENT_METHODS", "DataConfig", "ModelSection",
     "ObjectiveConfig", "TrainingConfig", "PopulationConfig", "CandidatesConfig", "SelectionConfig",
     "FinalPhaseConfig", "CertificateConfig", "BaselinesConfig", "RunConfig", "HCTConfig", "SECTIONS",
@@ -46,8 +47,15 @@ BASELINES = {
     "latent_recon": "latent reconstruction loss (hcjax's reading of arXiv 2508.12530)",
     "fixed_gmm": "one fixed GMM prior / clustering constraint, no population or selection",
 }
+DEFAULT_S2_SCALE = 4.0  # objective.decoder_variance_scale when none is given (Gaussian decoder)
+BINARIZE = ("none", "static", "dynamic")
 # options that may differ between a run and its resume (they do not change the result)
 REPRODUCIBILITY_IGNORED = ("run.devices", "run.checkpoint_every", "run.keep_checkpoints")
+
+
+def trained_s2(group: dict) -> float:
+    """The s2 a group's members are built with: its decoder variance, or 1 (log s2 = 0, unused) for Bernoulli."""
+    return 1.0 if group["decoder_variance"] is None else float(group["decoder_variance"])
 
 
 def opt(default, help: str, flag: str | None = None, short: str | None = None, choices=None):
@@ -58,18 +66,31 @@ def opt(default, help: str, flag: str | None = None, short: str | None = None, c
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    dataset: str = opt("synthetic", "synthetic | gaussian | digits | mnist:PATH | fashion_mnist:PATH", "--dataset")
+    """Which data set, how many rows, the held-out split and preprocessing."""
+    dataset: str = opt("synthetic", "synthetic | gaussian | digits | mnist5k | mnist:PATH | fashion_mnist:PATH",
+                       "--dataset")
     num_rows: int = opt(4000, "rows of the built-in synthetic data sets", "--num-rows")
     val_fraction: float = opt(0.2, "fraction of rows held out for evaluation")
     standardise: bool = opt(False, "standardise every feature to mean 0, variance 1")
+    binarize: str | None = opt(None, "pixels as Bernoulli draws: static (once), dynamic (every batch; held-out rows "
+                                     "drawn once) or none; unset: dynamic for a Bernoulli likelihood, else none",
+                               "--binarize", choices=BINARIZE)
+
+    def binarization(self, likelihood: str) -> str:
+        """The binarisation in effect: ``binarize``, or its default for ``likelihood``."""
+        if self.binarize is not None:
+            return self.binarize
+        return "dynamic" if likelihood == "bernoulli" else "none"
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
+    """The encoder/decoder family and sizes (see :class:`~hcjax.vae.models.ModelConfig`)."""
     kind: str = opt("mlp", "network family", "--model", choices=("mlp", "linear", "conv"))
     latent_dim: int = opt(2, "latent dimension d", "--latent-dim")
     hidden: tuple[int, ...] = opt((64, 64), "hidden widths (conv: channels)", "--hidden")
-    likelihood: str = opt("gaussian", "decoder likelihood", choices=("gaussian", "bernoulli"))
+    likelihood: str = opt("gaussian", "decoder likelihood (bernoulli needs data in [0, 1]; beta is then the "
+                                      "collapse knob, there is no s2)", "--likelihood", choices=("gaussian", "bernoulli"))
 
     def for_data(self, data_dim: int, image_shape=None) -> ModelConfig:
         """The :class:`ModelConfig` of this section on data of ``data_dim`` features."""
@@ -79,15 +100,18 @@ class ModelSection:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
+    """The beta-ELBO of every member: decoder variance s2, beta, KL schedule and loss-term weights."""
     decoder_variance: float | None = opt(None, "decoder variance s2 (absolute); None: scale x lambda_max", "--s2")
-    decoder_variance_scale: float = opt(4.0, "s2 as a multiple of lambda_max of the training covariance",
-                                        "--s2-scale")
+    decoder_variance_scale: float | None = opt(None, "s2 as a multiple of lambda_max of the training covariance "
+                                                     f"({DEFAULT_S2_SCALE:g} when unset; Gaussian decoder only)",
+                                               "--s2-scale")
     learn_decoder_variance: bool = opt(False, "train s2 too")
     beta: float = opt(1.0, "KL weight", "--beta")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
+    """Optimiser and minibatch settings shared by all members."""
     learning_rate: float = opt(2e-3, "Adam learning rate", "--learning-rate")
     batch_size: int = opt(128, "rows per member per step", "--batch-size")
     grad_clip: float = opt(10.0, "global-norm gradient clipping (<= 0: off)")
@@ -102,6 +126,7 @@ class TrainingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PopulationConfig:
+    """Population size P, rounds R, steps per round T and members pruned per round K."""
     size: int = opt(8, "P, members per group", "--population-size", "-P")
     rounds: int = opt(4, "R, rounds of training and selection", "--rounds", "-R")
     steps_per_round: int = opt(500, "T, training steps per round", "--steps-per-round", "-T")
@@ -110,6 +135,7 @@ class PopulationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CandidatesConfig:
+    """The pool of clustering constraints (GMMs fitted by EM) members are trained under."""
     num_components: int = opt(4, "J, most components of a prior", "--components")
     components: tuple[int, ...] = opt((2, 3, 4), "component counts cycled over candidates and refits")
     constraint_weight: float = opt(1.0, "weight of the clustering-constraint term in the rounds",
@@ -124,6 +150,7 @@ class CandidatesConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SelectionConfig:
+    """How members are ranked, pruned and reseeded between rounds."""
     fitness: str = opt("elbo", "what selection ranks members by", "--fitness", choices=FITNESS_KINDS)
     fitness_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0), "(elbo, margin, consensus) weights of 'weighted'")
     collapse_mi_threshold: float = opt(0.05, "nats of MI below which a member counts as collapsed")
@@ -138,6 +165,7 @@ class SelectionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FinalPhaseConfig:
+    """The single-objective phase after the rounds: its length and prior objectives."""
     steps: int = opt(1000, "single-objective steps after the rounds (a multiple of T)", "--final-steps")
     objectives: tuple[str, ...] = opt(("fixed",), f"objectives of the final phase, among {FINAL_OBJECTIVES}",
                                       "--final-objectives", choices=FINAL_OBJECTIVES)
@@ -145,6 +173,7 @@ class FinalPhaseConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CertificateConfig:
+    """The teacher-information collapse certificate evaluated every round."""
     enabled: bool = opt(True, "evaluate the teacher-information certificate margin every round")
     teacher_classes: tuple[int, ...] = opt((2, 3), "candidate teacher class counts K (K - 1 <= latent_dim)")
     witness_temperature: float = opt(1.0, "temperature of the simplex witness head")
@@ -153,6 +182,7 @@ class CertificateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BaselinesConfig:
+    """Baseline populations trained in lockstep with HCT on the same budget."""
     methods: tuple[str, ...] = opt(("vanilla",), "baselines trained in lockstep ('none' on the CLI for none)",
                                    "--baselines", choices=tuple(BASELINES))
     annealing_fraction: float = opt(0.3, "KL warm-up length as a fraction of the budget")
@@ -166,7 +196,11 @@ class BaselinesConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
+    """Evaluation sizes, seed, devices and checkpointing of a run."""
     eval_points: int = opt(512, "held-out rows per evaluation")
+    is_samples: int = opt(1000, "K, importance samples of the end-of-run held-out log-likelihood", "--is-samples")
+    label_metrics: str = opt("auto", "linear probe, k-NN and label ARI: auto (when the data has labels), on "
+                                     "(required), off", "--label-metrics", choices=("auto", "on", "off"))
     seed: int = opt(0, "the one root seed", "--seed")
     devices: int | None = opt(None, "local devices to shard over (None: all)", "--devices")
     checkpoint_every: int = opt(1, "units between checkpoints", "--checkpoint-every")
@@ -316,6 +350,7 @@ class HCTConfig:
 
     @classmethod
     def load_json(cls, path: str) -> "HCTConfig":
+        """Read a config from a JSON file (nested as :meth:`to_dict` writes it, or flat as in hcjax 0.1)."""
         with open(path) as f:
             return cls.from_dict(json.load(f))
 
@@ -329,11 +364,14 @@ class HCTConfig:
 
     def groups(self, lambda_max: float) -> list[dict]:
         """Resolved settings of every group: beta, decoder_variance (absolute s2), decoder_variance_scale,
-        replicate."""
+        replicate. With a Bernoulli likelihood there is no s2: both are None."""
         o = self.objective
 
         def resolve(entry: dict) -> dict:
             beta = float(entry.get("beta", o.beta))
+            if self.model.likelihood == "bernoulli":
+                return {"beta": beta, "decoder_variance": None, "decoder_variance_scale": None,
+                        "replicate": int(entry.get("replicate", 0))}
             if "decoder_variance" in entry:
                 s2 = float(entry["decoder_variance"])
             elif "decoder_variance_scale" in entry:
@@ -341,7 +379,7 @@ class HCTConfig:
             elif o.decoder_variance is not None:
                 s2 = float(o.decoder_variance)
             else:
-                s2 = float(o.decoder_variance_scale) * lambda_max
+                s2 = float(o.decoder_variance_scale or DEFAULT_S2_SCALE) * lambda_max
             return {"beta": beta, "decoder_variance": s2, "decoder_variance_scale": s2 / lambda_max,
                     "replicate": int(entry.get("replicate", 0))}
 
@@ -349,14 +387,17 @@ class HCTConfig:
 
     @property
     def num_groups(self) -> int:
+        """G, the number of (s2, beta) groups (1 without a grid)."""
         return max(1, len(self.grid))
 
     @property
     def final_units(self) -> int:
+        """Units of the single-objective phase (``final.steps // population.steps_per_round``)."""
         return self.final.steps // self.population.steps_per_round
 
     @property
     def total_units(self) -> int:
+        """Units of the whole run: the rounds, then the final-phase units."""
         return self.population.rounds + self.final_units
 
     @property

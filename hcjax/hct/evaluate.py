@@ -8,6 +8,7 @@ Python lists in one host transfer, for the recorder.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import flax.struct
 import jax
@@ -18,7 +19,7 @@ from hcjax.certify import certificates
 from hcjax.engine import population as pop
 from hcjax.engine import selection, sharding
 from hcjax.hct.setup import HCTSetup
-from hcjax.vae import diagnostics, priors
+from hcjax.vae import diagnostics, priors, representation
 
 __all__ = ["Evaluation", "evaluate", "rank", "to_record"]
 
@@ -31,7 +32,9 @@ class Evaluation:
     pairwise ARI of the member's component assignments against the other
     members of its group. teacher_information (scalar), alignment_loss,
     margin, certified: the certificate (None without one). nonfinite_steps:
-    skipped steps. fitness: selection fitness (higher is better). diverged:
+    skipped steps. probe_accuracy, knn_accuracy, label_ari: representation
+    quality against the labels (:mod:`hcjax.vae.representation`; None
+    without labels). fitness: selection fitness (higher is better). diverged:
     bool, the member skipped a non-finite step or its ELBO, KL or MI is not
     finite (its other metrics are then not evidence of anything). collapsed:
     bool, not diverged and MI below the threshold or no active unit.
@@ -47,6 +50,9 @@ class Evaluation:
     fitness: jax.Array
     diverged: jax.Array
     collapsed: jax.Array
+    probe_accuracy: jax.Array | None = None
+    knn_accuracy: jax.Array | None = None
+    label_ari: jax.Array | None = None
 
 
 @jax.jit
@@ -63,6 +69,16 @@ def _margins(head, latents, teacher_rows):
     return info, loss, info - loss
 
 
+@partial(jax.jit, static_argnames=("num_classes", "num_components"))
+def _label_metrics(probe_z, probe_y, z, y, assignments, num_classes: int, num_components: int):
+    """(probe accuracy, k-NN accuracy, label ARI), each [P], from latents [P, n_probe, d] and [P, n, d]."""
+    def one(zp, zq, a):
+        return (representation.linear_probe_accuracy(zp, probe_y, zq, y, num_classes),
+                representation.knn_accuracy(zp, probe_y, zq, y, num_classes),
+                representation.label_ari(a, y, num_components, num_classes))
+    return jax.vmap(one)(probe_z, z, assignments)
+
+
 _pairwise_ari_groups = jax.jit(jax.vmap(clustering.mean_pairwise_ari, in_axes=(0, None)), static_argnums=1)
 
 
@@ -74,30 +90,51 @@ def _fitness(s: HCTSetup, elbo, margin, consensus) -> jax.Array:
     return f.reshape(-1)
 
 
-def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.Trainer | None = None) -> Evaluation:
+def _is_chunk(rows: int, dim: int, members: int, samples: int) -> int:
+    """Importance samples decoded at once so that one chunk's outputs stay near 2^26 floats (256 MiB)."""
+    return max(1, min(samples, 2**26 // max(1, rows * dim * members)))
+
+
+def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.Trainer | None = None,
+             heldout: bool = False) -> Evaluation:
     """Evaluate every member on the held-out points with keys of ``unit``.
 
     Works for the HCT population and (with ``trainer``) the baseline population, whose size is a multiple of
-    G * P; groups of P consecutive members share evaluation keys and are one consensus group.
+    G * P; groups of P consecutive members share evaluation keys and are one consensus group. ``heldout``:
+    the end-of-run report, on ``s.heldout`` (the test part when there is one) with ``run.is_samples``
+    importance samples; otherwise the per-round evaluation on ``s.x_eval``.
     """
     trainer = trainer or s.trainer
     size = members.step.shape[0]
     keys = s.member_keys("eval", unit, copies=size // s.layout.size)
-    report = trainer.evaluate(members, s.x_eval, keys)
-    latents = trainer.latent_means(members, s.x_eval)
-    labels = s.layout.by_group(_assignments(members.prior, latents))
-    consensus = _pairwise_ari_groups(labels, s.config.candidates.num_components).reshape(-1)
+    x = s.heldout if heldout else s.x_eval
+    if heldout:
+        k = s.config.run.is_samples
+        report = trainer.evaluate(members, x, keys, k, _is_chunk(x.shape[0], x.shape[1], size, k))
+    else:
+        report = trainer.evaluate(members, x, keys)
+    latents = trainer.latent_means(members, x)
+    assignments = _assignments(members.prior, latents)
+    consensus = _pairwise_ari_groups(s.layout.by_group(assignments), s.config.candidates.num_components).reshape(-1)
     info = loss = margin = certified = None
     if s.certificate is not None:
-        info, loss, margin = _margins(s.certificate.head, latents, s.certificate.teacher_eval)
+        rows = s.certificate.teacher_heldout if heldout else s.certificate.teacher_eval
+        info, loss, margin = _margins(s.certificate.head, latents, rows)
         certified = margin > s.config.certificate.tau
+    probe = knn = ari = None
+    if s.labels is not None:
+        lab = s.labels
+        probe, knn, ari = _label_metrics(trainer.latent_means(members, lab.probe_x), lab.probe_y, latents,
+                                         lab.heldout_y if heldout else lab.eval_y, assignments,
+                                         lab.num_classes, s.config.candidates.num_components)
     finite = jnp.isfinite(report.elbo) & jnp.isfinite(report.kl) & jnp.isfinite(report.mutual_info)
     diverged = (members.nonfinite_steps > 0) | ~finite
     collapsed = ~diverged & ((report.mutual_info < s.config.selection.collapse_mi_threshold)
                              | (report.active_units == 0))
     return Evaluation(report=report, consensus=consensus, teacher_information=info, alignment_loss=loss,
                       margin=margin, certified=certified, nonfinite_steps=members.nonfinite_steps,
-                      fitness=_fitness(s, report.elbo, margin, consensus), diverged=diverged, collapsed=collapsed)
+                      fitness=_fitness(s, report.elbo, margin, consensus), diverged=diverged, collapsed=collapsed,
+                      probe_accuracy=probe, knn_accuracy=knn, label_ari=ari)
 
 
 _rank_groups = jax.jit(jax.vmap(selection.rank))
@@ -119,6 +156,9 @@ def to_record(ev: Evaluation) -> dict:
         out["alignment_loss"] = host.alignment_loss.tolist()
         out["margin"] = host.margin.tolist()
         out["certified"] = host.certified.tolist()
+    for name in ("probe_accuracy", "knn_accuracy", "label_ari"):
+        if getattr(host, name) is not None:
+            out[name] = getattr(host, name).tolist()
     out["nonfinite_steps"] = host.nonfinite_steps.tolist()
     out["fitness"] = host.fitness.tolist()
     out["diverged"] = host.diverged.tolist()

@@ -40,6 +40,7 @@ class MemberLayout:
         return (local + offset).reshape(-1)
 
     def group_of(self, slot: int, copies: int = 1) -> int:
+        """The group of global ``slot`` in a population with ``copies`` blocks of P slots per group."""
         return slot // (copies * self.group_size)
 
     def copy_of(self, slot: int, copies: int = 1) -> int:
@@ -47,6 +48,7 @@ class MemberLayout:
         return (slot % (copies * self.group_size)) // self.group_size
 
     def local_slot(self, slot: int) -> int:
+        """The slot's index inside its group (``slot mod P``)."""
         return slot % self.group_size
 
     def per_group(self, values) -> np.ndarray:

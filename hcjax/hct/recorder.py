@@ -67,9 +67,11 @@ class Recorder:
         self.histories = [[int(i) for i in evaluation["constraint_ids"][m] if i >= 0] for m in chosen]
 
     def to_meta(self) -> dict:
+        """The records as JSON-ready values (stored beside each checkpoint)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_meta(cls, meta: dict) -> "Recorder":
+        """Inverse of :meth:`to_meta` (missing fields start empty)."""
         return cls(**{f.name: meta.get(f.name, f.default if f.default is not dataclasses.MISSING else [])
                       for f in dataclasses.fields(cls)})

@@ -33,7 +33,8 @@ def report_to_dict(report, index: int | None = None) -> dict:
     return out
 
 
-SUMMARY_KEYS = ("active_units", "mutual_info", "kl", "elbo", "margin")
+SUMMARY_KEYS = ("active_units", "mutual_info", "kl", "elbo", "log_likelihood", "margin", "probe_accuracy",
+                "knn_accuracy", "label_ari")
 
 
 def summarise(reports: list[dict], keys=SUMMARY_KEYS) -> dict:
@@ -68,7 +69,9 @@ class HCTResult:
     method, member, report); pool: the candidate priors [M]; state: the run's
     final :class:`~hcjax.hct.state.HCTState` (``final_state`` and ``baseline_state`` are
     its two populations); teacher_information: I_T of the certificate's
-    teacher (or None). ``consensus_member``, ``consensus_history``, ``before``
+    teacher (or None); heldout: where the final and baseline reports were
+    measured (``{"split": "test" | "val", "rows": n, "is_samples": K}``).
+    ``consensus_member``, ``consensus_history``, ``before``
     and ``decoder_variance`` are group 0's, for single-group runs.
     """
 
@@ -86,6 +89,7 @@ class HCTResult:
     state: Any
     teacher_information: float | None
     elapsed_seconds: float
+    heldout: dict = dataclasses.field(default_factory=dict)
 
     decoder_variance = property(lambda self: self.groups[0]["decoder_variance"], doc="Group 0's s2.")
     consensus_member = property(lambda self: self.groups[0]["consensus_member"], doc="Group 0's consensus slot.")
@@ -106,12 +110,14 @@ class HCTResult:
         return {name: summarise(reps) for name, reps in by_name.items()}
 
     def to_json(self) -> dict:
+        """The result as ``summary.json`` holds it (everything but the arrays)."""
         return {
             "config": self.config.to_dict(), "model_config": self.model_config.to_dict(), "dataset": self.dataset,
             "lambda_max": self.lambda_max, "groups": self.groups, "rounds": self.rounds, "lineage": self.lineage,
             "constraints": self.constraints, "final": self.final, "baselines": self.baselines,
             "summary": [self.final_summary(g) for g in range(len(self.groups))],
-            "teacher_information": self.teacher_information, "elapsed_seconds": self.elapsed_seconds,
+            "teacher_information": self.teacher_information, "heldout": self.heldout,
+            "elapsed_seconds": self.elapsed_seconds,
         }
 
 

@@ -119,7 +119,7 @@ def _end_of_run_reports(s: HCTSetup, state: HCTState, recorder: Recorder) -> tup
     """(final slots' reports, baseline members' reports) of a finished run."""
     layout, n = s.layout, s.layout.size
     if s.config.final_units:
-        ev = to_record(evaluate(s, state.members, FINAL_EVAL_UNIT))
+        ev = to_record(evaluate(s, state.members, FINAL_EVAL_UNIT, heldout=True))
         ev.pop("fitness")
         final = [{"group": layout.group_of(i), "slot": i, "objective": final_objective(s, i),
                   "report": per_member(ev, i, n)} for i in range(n)]
@@ -129,7 +129,7 @@ def _end_of_run_reports(s: HCTSetup, state: HCTState, recorder: Recorder) -> tup
                  for g, m in enumerate(chosen)]
     baselines = []
     if state.baselines is not None:
-        bev = to_record(evaluate(s, state.baselines, BASELINE_EVAL_UNIT, trainer=s.baseline_trainer))
+        bev = to_record(evaluate(s, state.baselines, BASELINE_EVAL_UNIT, trainer=s.baseline_trainer, heldout=True))
         bev.pop("fitness")
         copies = len(s.methods)
         baselines = [{"group": layout.group_of(i, copies), "method": s.methods[layout.copy_of(i, copies)],
@@ -153,7 +153,9 @@ def _result(s: HCTSetup, state: HCTState, recorder: Recorder, elapsed: float) ->
         rounds=recorder.rounds, lineage=recorder.lineage, constraints=recorder.constraints, final=final,
         baselines=baselines, pool=s.pool.priors, state=host_state,
         teacher_information=None if s.certificate is None else float(s.certificate.teacher.information),
-        elapsed_seconds=elapsed)
+        elapsed_seconds=elapsed, heldout={"split": s.heldout_split, "rows": int(s.heldout.shape[0]),
+                                          "is_samples": c.run.is_samples, "binarize": s.dataset.info.get("binarize",
+                                                                                                       "none")})
 
 
 def _write_metrics(out_dir: str, records: list) -> None:

@@ -20,6 +20,7 @@ from hcjax.engine import objectives
 from hcjax.engine import population as pop
 from hcjax.engine import sharding
 from hcjax.hct.baselines import baseline_population
+from hcjax.hct.config import trained_s2
 from hcjax.hct.setup import HCTSetup
 
 __all__ = ["HCTState", "init", "place"]
@@ -48,6 +49,7 @@ class HCTState:
 
     @property
     def unit_index(self) -> int:
+        """Units completed so far, as a Python int."""
         return int(sharding.to_host(self.unit))
 
 
@@ -61,7 +63,7 @@ def _hct_population(s: HCTSetup) -> pop.PopulationState:
     labels = s.pool.labels[jnp.asarray(ids)] if c.candidates.constraint_weight > 0 else None
     return s.trainer.init_population(
         s.member_keys("init"), pop.take(s.pool.priors, jnp.asarray(ids)), obj, c.train.learning_rate,
-        layout.per_group([g["decoder_variance"] for g in s.groups]), constraint_ids=ids,
+        layout.per_group([trained_s2(g) for g in s.groups]), constraint_ids=ids,
         history_length=c.population.rounds + 1, labels=labels)
 
 

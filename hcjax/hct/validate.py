@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hcjax._validate import check_int, check_nonnegative, check_positive, check_probability
 from hcjax.engine.objectives import LATENT_RECON_SOURCES
-from hcjax.hct.config import BASELINES, FINAL_OBJECTIVES, FITNESS_KINDS, PARENT_METHODS, HCTConfig
+from hcjax.hct.config import BASELINES, BINARIZE, FINAL_OBJECTIVES, FITNESS_KINDS, PARENT_METHODS, HCTConfig
 
 __all__ = ["validate"]
 
@@ -100,6 +100,27 @@ def _grid(c: HCTConfig) -> None:
                 check_positive(f"grid[{i}][{key!r}]", entry[key])
 
 
+def _objective(c: HCTConfig) -> None:
+    o = c.objective
+    if o.decoder_variance is not None:
+        check_positive("objective.decoder_variance", o.decoder_variance, "It is the Gaussian decoder's variance s2.")
+    if o.decoder_variance_scale is not None:
+        check_positive("objective.decoder_variance_scale", o.decoder_variance_scale, "s2 = scale * lambda_max.")
+    check_nonnegative("objective.beta", o.beta)
+    if c.model.likelihood != "bernoulli":
+        return
+    why = "a Bernoulli decoder has no variance s2; beta (--beta, --grid-beta) is the collapse knob there"
+    for name, value in (("objective.decoder_variance_scale", o.decoder_variance_scale),
+                        ("objective.decoder_variance", o.decoder_variance)):
+        if value is not None:
+            raise ValueError(f"{name}={value!r} is refused with model.likelihood='bernoulli': {why}.")
+    if o.learn_decoder_variance:
+        raise ValueError(f"objective.learn_decoder_variance=True is refused with model.likelihood='bernoulli': {why}.")
+    for i, entry in enumerate(c.grid):
+        if {"decoder_variance", "decoder_variance_scale"} & set(entry):
+            raise ValueError(f"grid[{i}]={entry!r} sets s2, refused with model.likelihood='bernoulli': {why}.")
+
+
 def validate(c: HCTConfig) -> None:
     """Raise ValueError/TypeError naming the first bad option of ``c``."""
     if not isinstance(c, HCTConfig):
@@ -112,11 +133,7 @@ def validate(c: HCTConfig) -> None:
     check_positive("train.learning_rate", c.train.learning_rate)
     if c.train.member_chunk is not None:
         check_int("train.member_chunk", c.train.member_chunk, minimum=1)
-    o = c.objective
-    if o.decoder_variance is not None:
-        check_positive("objective.decoder_variance", o.decoder_variance, "It is the Gaussian decoder's variance s2.")
-    check_positive("objective.decoder_variance_scale", o.decoder_variance_scale, "s2 = scale * lambda_max.")
-    check_nonnegative("objective.beta", o.beta)
+    _objective(c)
     _selection(c)
     if c.certificate.enabled:
         for k in c.certificate.teacher_classes:
@@ -125,6 +142,10 @@ def validate(c: HCTConfig) -> None:
         check_nonnegative("certificate.tau", c.certificate.tau)
     r = c.run
     check_int("run.eval_points", r.eval_points, minimum=2)
+    check_int("run.is_samples", r.is_samples, minimum=1)
+    _one_of("run.label_metrics", r.label_metrics, ("auto", "on", "off"))
+    if c.data.binarize is not None:
+        _one_of("data.binarize", c.data.binarize, BINARIZE)
     check_probability("data.val_fraction", c.data.val_fraction)
     check_int("data.num_rows", c.data.num_rows, minimum=2)
     check_int("run.seed", r.seed, minimum=0)

@@ -63,7 +63,7 @@ class ConditionalMoments:
         xy: [dx, dy] E[x y^T].
         yy: [dy, dy] E[y y^T].
     The joint matrix [[xx, xy], [xy^T, yy]] must be symmetric PSD (within
-    :data:`hcjax.theory.linear.MOMENT_RTOL`).
+    ``hcjax.theory.linear.MOMENT_RTOL``).
     """
 
     xx: np.ndarray

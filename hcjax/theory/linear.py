@@ -132,14 +132,17 @@ class LinearOptimum:
 
     @property
     def latent_dim(self) -> int:
+        """d, the number of latents."""
         return self.kl.size
 
     @property
     def num_active(self) -> int:
+        """How many latents are active (not collapsed) at the optimum."""
         return int(self.active.sum())
 
     @property
     def kl_total(self) -> float:
+        """Total KL of the optimum, summed over latents (nats)."""
         return float(self.kl.sum())
 
     @property
@@ -156,7 +159,8 @@ class LinearOptimum:
 def _views(inner: str, *names: str) -> tuple[property, ...]:
     """Read-only properties ``self.<inner>.<name>``, one per name: how the CVAE and HVAE optima, which wrap a
     :class:`LinearOptimum` (attribute ``inner``), expose its fields under their own names."""
-    return tuple(property(lambda self, name=name: getattr(getattr(self, inner), name)) for name in names)
+    return tuple(property(lambda self, name=name: getattr(getattr(self, inner), name),
+                          doc=f"``{inner}.{name}`` (see the class docstring).") for name in names)
 
 
 def _optimum_from_spectrum(

@@ -179,7 +179,8 @@ def evaluate_members(config: ModelConfig, params: dict, log_s2: jax.Array, x: ja
             log of the decoder variances. x: [N, D] rows. key: one PRNG key,
             split into one per member.
     Returns:
-        (kl [P, d]: mean over rows of KL(q(z_j|x) || N(0, 1)) in nats;
+        A tuple ``(kl, unit_variance, reconstruction)``: kl [P, d], the mean over rows of
+        KL(q(z_j|x) || N(0, 1)) in nats;
         unit_variance [P, d]: Var_x E[z_j|x]; reconstruction [P]: Monte Carlo
         mean of E_q log p(x|z) in nats per row with ``EVAL_SAMPLES`` draws).
     """

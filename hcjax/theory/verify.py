@@ -139,11 +139,12 @@ class ThresholdVerification:
 
     @property
     def latent_dim(self) -> int:
+        """d, the number of latents whose thresholds were measured."""
         return int(self.predicted_critical.size)
 
     @property
     def max_relative_error(self) -> float:
-        """max_j |relative_error_j| (NaN if any threshold is unmeasured)."""
+        """``max_j |relative_error_j|`` (NaN if any threshold is unmeasured)."""
         return float(np.max(np.abs(self.relative_error)))
 
     @property

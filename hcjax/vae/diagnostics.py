@@ -110,12 +110,36 @@ def importance_sampled_log_likelihood(
     num_samples: int = 64,
     likelihood: str = "gaussian",
     log_s2: jax.Array | float = 0.0,
+    chunk_size: int | None = None,
 ) -> jax.Array:
-    """log p(x) per point (nats) with S importance samples from q(z|x). x [N, D] -> [N]."""
-    z = elbo_lib.sample_posterior(mu, log_var, key, num_samples)  # [S, N, d]
-    log_px_z = elbo_lib.log_likelihood(x, decode(z), likelihood, log_s2)  # [S, N]
-    log_w = log_px_z + priors_lib.log_prob(prior, z) - elbo_lib.gaussian_log_prob(z, mu, log_var)
-    return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
+    """log p(x) per point (nats) with K = ``num_samples`` importance samples from q(z|x). x [N, D] -> [N].
+
+    ``chunk_size``: draw and decode the K samples in chunks of this many
+    (``lax.scan`` with a running log-sum-exp), so memory is O(chunk_size * N * D)
+    instead of O(K * N * D); None decodes all K at once. The estimate is a
+    lower bound on log p(x) in expectation, tightening as K grows. Chunk c uses
+    ``fold_in(key, c)``, so results depend on ``chunk_size`` only through the
+    random numbers drawn.
+    """
+    check_int("num_samples", num_samples, minimum=1)
+
+    def log_weights(k, s: int):
+        z = elbo_lib.sample_posterior(mu, log_var, k, s)  # [s, N, d]
+        log_px_z = elbo_lib.log_likelihood(x, decode(z), likelihood, log_s2)  # [s, N]
+        return log_px_z + priors_lib.log_prob(prior, z) - elbo_lib.gaussian_log_prob(z, mu, log_var)
+
+    if chunk_size is None or chunk_size >= num_samples:
+        return jax.nn.logsumexp(log_weights(key, num_samples), axis=0) - math.log(num_samples)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    full, rest = divmod(num_samples, chunk_size)
+
+    def body(acc, c):
+        return jnp.logaddexp(acc, jax.nn.logsumexp(log_weights(jax.random.fold_in(key, c), chunk_size), axis=0)), None
+
+    acc, _ = jax.lax.scan(body, jnp.full(x.shape[:1], -jnp.inf, mu.dtype), jnp.arange(full))
+    if rest:
+        acc = jnp.logaddexp(acc, jax.nn.logsumexp(log_weights(jax.random.fold_in(key, full), rest), axis=0))
+    return acc - math.log(num_samples)
 
 
 @flax.struct.dataclass
@@ -127,7 +151,8 @@ class CollapseReport:
     mutual_info, mutual_info_stderr: He et al. estimate and its standard error;
     collapsed: [d] bool (eps, delta)-collapse; num_collapsed: int32;
     reconstruction: mean E_q log p(x|z); elbo: mean ELBO with beta = 1;
-    log_likelihood: mean importance-sampled log p(x).
+    log_likelihood: mean importance-sampled log p(x) (its negative is the
+    reported NLL); log_likelihood_stderr: its standard error over the N points.
     """
 
     active_units: jax.Array
@@ -141,6 +166,7 @@ class CollapseReport:
     reconstruction: jax.Array
     elbo: jax.Array
     log_likelihood: jax.Array
+    log_likelihood_stderr: jax.Array
 
 
 def collapse_report(
@@ -154,11 +180,16 @@ def collapse_report(
     analytic_kl: bool | jax.Array = False,
     num_kl_samples: int = 16,
     num_is_samples: int = 32,
+    is_chunk_size: int | None = None,
     au_threshold: float = 0.01,
     collapse_eps: float = 0.01,
     collapse_delta: float = 0.01,
 ) -> CollapseReport:
-    """All diagnostics of one VAE on ``x`` [N, D] (vmap over params/prior/log_s2/key for a population)."""
+    """All diagnostics of one VAE on ``x`` [N, D] (vmap over params/prior/log_s2/key for a population).
+
+    ``num_is_samples`` (K) and ``is_chunk_size``: see
+    :func:`importance_sampled_log_likelihood`.
+    """
     likelihood = vae.config.likelihood
     decode = lambda z: vae.decode(params, z)
     mu, log_var = vae.encode(params, x)
@@ -169,7 +200,8 @@ def collapse_report(
     terms = elbo_lib.elbo(x, mu, log_var, decode, prior, k_rec, likelihood=likelihood, log_s2=log_s2,
                           num_samples=1, analytic_kl=analytic_kl)
     collapsed = eps_delta_collapse(kl_dim, collapse_eps, collapse_delta)
-    log_px = importance_sampled_log_likelihood(x, mu, log_var, decode, prior, k_is, num_is_samples, likelihood, log_s2)
+    log_px = importance_sampled_log_likelihood(x, mu, log_var, decode, prior, k_is, num_is_samples, likelihood, log_s2,
+                                               is_chunk_size)
     return CollapseReport(
         active_units=au,
         unit_variance=unit_var,
@@ -182,6 +214,7 @@ def collapse_report(
         reconstruction=jnp.mean(terms.reconstruction),
         elbo=jnp.mean(terms.reconstruction - kl),
         log_likelihood=jnp.mean(log_px),
+        log_likelihood_stderr=jnp.std(log_px) / math.sqrt(x.shape[0]),
     )
 
 

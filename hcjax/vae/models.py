@@ -79,10 +79,12 @@ class ModelConfig:
             object.__setattr__(self, "image_shape", (h, w, c))
 
     def to_dict(self) -> dict:
+        """The config as plain JSON-ready values."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """Inverse of :meth:`to_dict` (lists become tuples)."""
         d = dict(d)
         d["hidden"] = tuple(d.get("hidden", ()))
         if d.get("image_shape") is not None:
@@ -214,6 +216,7 @@ class VAE:
         return self.decoder.apply({"params": params["decoder"]}, z)
 
     def num_params(self, params: dict) -> int:
+        """Number of scalar parameters in ``params``."""
         return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
 
 

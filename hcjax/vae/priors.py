@@ -58,10 +58,12 @@ class MixturePrior:
 
     @property
     def num_components(self) -> int:
+        """J, the number of mixture components."""
         return self.means.shape[-2]
 
     @property
     def latent_dim(self) -> int:
+        """d, the latent dimension."""
         return self.means.shape[-1]
 
 
@@ -233,7 +235,7 @@ def marginal_log_prob(prior: MixturePrior, z: jax.Array) -> jax.Array:
 
 
 def sample(prior: MixturePrior, key: jax.Array, shape: tuple[int, ...] = ()) -> jax.Array:
-    """Draw ``shape`` samples: returns [*shape, d]."""
+    """Draw ``shape`` samples: returns ``[*shape, d]``."""
     k_comp, k_eps = jax.random.split(key)
     comp = jax.random.categorical(k_comp, prior.logits, shape=shape)  # [*shape]
     eps = jax.random.normal(k_eps, shape + (prior.means.shape[-1],), prior.means.dtype)

@@ -255,3 +255,17 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
             np.load(os.path.join(out, "final_model", "params.npz")) as b:
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_atomic_writes_give_the_permissions_of_a_plain_write(tmp_path):
+    """mkstemp creates 0600 files: a run's summary or report would then be unreadable to colleagues."""
+    from hcjax._io import atomic_write_json, atomic_write_text, atomic_write_with
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = os.stat(plain).st_mode & 0o777
+    atomic_write_text(str(tmp_path / "a.txt"), "x")
+    atomic_write_json(str(tmp_path / "b.json"), {"a": 1})
+    atomic_write_with(str(tmp_path / "c.bin"), lambda p: open(p, "wb").write(b"x"))
+    for name in ("a.txt", "b.json", "c.bin"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == expected, name
