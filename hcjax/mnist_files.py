@@ -198,16 +198,15 @@ def load_mnist(path: str, allow_missing_test: bool = False):
     for part, x, y, kx, ky in parts[: 2 if xt is not None else 1]:
         _check_images(part, where[kx], x)
         _check_labels(part, where[ky], y, x.shape[0])
-    if xt is None:
-        return (xs.reshape(xs.shape[0], -1) / (255.0 if float(xs.max()) > 1.0 else 1.0)).astype(np.float32), \
-            ys.astype(np.int32), None, None
-    train_max, test_max = float(xs.max()), float(xt.max())
-    fractional = lambda a: a.dtype.kind == "f" and bool(np.any(a != np.round(a)))  # not [0, 255] integer pixels
-    if (train_max > 1.0 and test_max <= 1.0 and fractional(xt)) or (test_max > 1.0 and train_max <= 1.0
-                                                                    and fractional(xs)):
-        raise ValueError(f"MNIST train and test images use different pixel scales (max {train_max:g} in "
-                         f"{where['x_train']}, max {test_max:g} in {where['x_test']}); expected both in [0, 255] "
-                         "or both in [0, 1].")
-    scale = 255.0 if max(train_max, test_max) > 1.0 else 1.0
-    flat = lambda a: (a.reshape(a.shape[0], -1) / scale).astype(np.float32)
-    return flat(xs), ys.astype(np.int32), flat(xt), yt.astype(np.int32)
+    if xt is not None:
+        train_max, test_max = float(xs.max()), float(xt.max())
+        fractional = lambda a: a.dtype.kind == "f" and bool(np.any(a != np.round(a)))  # not [0, 255] integers
+        if (train_max > 1.0 and test_max <= 1.0 and fractional(xt)) or (test_max > 1.0 and train_max <= 1.0
+                                                                        and fractional(xs)):
+            raise ValueError(f"MNIST train and test images use different pixel scales (max {train_max:g} in "
+                             f"{where['x_train']}, max {test_max:g} in {where['x_test']}); expected both in "
+                             "[0, 255] or both in [0, 1].")
+    scale = 255.0 if max(float(a.max()) for a in (xs, xt) if a is not None) > 1.0 else 1.0
+    flat = lambda a: None if a is None else (a.reshape(a.shape[0], -1) / scale).astype(np.float32)
+    labels = lambda y: None if y is None else y.astype(np.int32)
+    return flat(xs), labels(ys), flat(xt), labels(yt)

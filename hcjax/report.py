@@ -20,6 +20,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from hcjax.hct.results import member_stats, model_label
+
 __all__ = ["RunFiles", "load_run", "render_html", "write_report"]
 
 _CSS = """
@@ -111,12 +113,6 @@ def _table(header: list[str], rows: list[list], left: int = 1) -> str:
     return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
-def _stats(values, keep) -> tuple:
-    v = np.asarray([np.nan if x is None else x for x, k in zip(values, keep) if k], np.float64)
-    v = v[np.isfinite(v)]
-    return (float(v.min()), float(np.median(v)), float(v.max())) if v.size else (None, None, None)
-
-
 def comparison_tables(run: RunFiles) -> str:
     """One table per group: every model (HCT per final objective, each baseline) with the mean [min, max]
     of every metric of ``summary.json``, over the members that did not diverge."""
@@ -126,7 +122,7 @@ def comparison_tables(run: RunFiles) -> str:
     for g, (group, models) in enumerate(zip(run.summary.get("groups", []), run.summary.get("summary", []))):
         metrics = list(dict.fromkeys(k for m in models.values() for k, v in m.items()
                                      if k != "members" and isinstance(v, dict)))
-        rows = [[(f"HCT, then {name[4:]}" if name.startswith("hct:") else name),
+        rows = [[model_label(name),
                  *[(f"{_fmt(s[k]['mean'])} [{_fmt(s[k]['min'])}, {_fmt(s[k]['max'])}]" if k in s else "n/a")
                    for k in metrics], s.get("members", {}).get("n"), s.get("members", {}).get("diverged")]
                 for name, s in models.items()]
@@ -145,11 +141,11 @@ def unit_table(run: RunFiles) -> str:
     for r in run.records:
         diverged = r.get("diverged", [False] * len(r.get("train_loss", [])))
         keep = [not d for d in diverged]
-        loss = _stats(r.get("train_loss", []), keep)
+        loss = member_stats(r.get("train_loss", []), keep)
         if r.get("phase") != "rounds":
             rows.append([str(r.get("unit")), "final", "", "", "", "", loss[1], "", sum(diverged), ""])
             continue
-        f, mi, kl = (_stats(r.get(k, []), keep) for k in ("fitness", "mutual_info", "kl"))
+        f, mi, kl = (member_stats(r.get(k, []), keep) for k in ("fitness", "mutual_info", "kl"))
         sel = r.get("selection")
         move = (" ".join(f"{a}<-{b}" for a, b in zip(sel["pruned"], sel["parents"])) if sel
                 else f"consensus: member {r.get('consensus_member')}")

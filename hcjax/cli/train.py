@@ -30,9 +30,9 @@ import re
 import sys
 import warnings
 
-import numpy as np
 
 from hcjax.hct.config import DEFAULT_S2_SCALE, HCTConfig
+from hcjax.hct.results import member_stats, model_label
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -95,11 +95,6 @@ def _with_flag_names(message: str) -> str:
     return message if flag is None else message.replace(match.group(1), f"{flag} ({match.group(1)})", 1)
 
 
-def _stats(values, keep) -> tuple:
-    """(min, median, max) of ``values`` over the kept (non-diverged, finite) members, None when there are none."""
-    v = np.asarray(values, np.float64)[np.asarray(keep)]
-    v = v[np.isfinite(v)]
-    return (float(v.min()), float(np.median(v)), float(v.max())) if v.size else (None, None, None)
 
 
 class _Progress:
@@ -114,7 +109,7 @@ class _Progress:
 
     def _row(self, rec: dict) -> str:
         keep = [not d for d in rec["diverged"]]
-        f, mi, kl = _stats(rec["fitness"], keep), _stats(rec["mutual_info"], keep), _stats(rec["kl"], keep)
+        f, mi, kl = (member_stats(rec[k], keep) for k in ("fitness", "mutual_info", "kl"))
         sel = rec.get("selection")
         move = " ".join(f"{a}<-{b}" for a, b in zip(sel["pruned"], sel["parents"])) if sel else \
             f"consensus: member {rec.get('consensus_member')}"
@@ -170,7 +165,7 @@ def comparison_table(result) -> str:
         scale = group["decoder_variance_scale"]
         s2 = f"{scale:>13.3g}" if scale is not None else f"{'-':>13}"
         for name, s in result.final_summary(g).items():
-            name = f"HCT, then {name[4:]}" if name.startswith("hct:") else name
+            name = model_label(name)
             cells = "".join(_cell(None if k not in s else sign * s[k]["mean"], w, d) for k, _, w, d, sign in COLUMNS)
             n = s["mutual_info"]["n"] if "mutual_info" in s else 0
             lines.append(f"{s2}{group['beta']:>6.3g}  {name:<26}{cells}{n:>4}{s['members']['diverged']:>5}")

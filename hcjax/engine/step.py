@@ -38,7 +38,7 @@ import optax
 
 from hcjax.engine.objectives import TrainingContext
 
-__all__ = ["Batch", "LossFn", "StepFn", "make_member_step", "member_group_size", "train_round", "tree_where",
+__all__ = ["Batch", "LossFn", "StepFn", "all_finite", "make_member_step", "member_group_size", "train_round", "tree_where",
            "trainable_of"]
 
 
@@ -78,7 +78,8 @@ def trainable_of(member) -> dict:
     return {"params": member.params, "prior": member.prior, "log_s2": member.log_s2}
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
+    """True (a bool scalar) when every entry of every leaf of ``tree`` is finite: the engine's skip test."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
@@ -119,7 +120,7 @@ def make_member_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
         new["prior"] = tree_where(obj.learn_prior, new["prior"], member.prior)
         new["log_s2"] = jnp.where(obj.learn_s2, new["log_s2"], member.log_s2)
 
-        finite = jnp.isfinite(loss) & _all_finite(new)
+        finite = jnp.isfinite(loss) & all_finite(new)
         new = tree_where(finite, new, trainable)
         opt_state = tree_where(finite, opt_state, member.opt_state)
         member = member.replace(

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 
 from hcjax.engine.objectives import LATENT_RECON_SOURCES
 from hcjax.engine.population import TrainSettings
+from hcjax.hct.coerce import checked_section
 from hcjax.vae.models import ModelConfig
 
 __all__ = [
@@ -221,42 +220,6 @@ FLAT_NAMES = {f.name: f"{section}.{f.name}" for section, cls in SECTIONS.items()
               if f"{section}.{f.name}" not in _RENAMED.values()} | _RENAMED
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def coerce(path: str, value, tp):
-    """``value`` checked against the declared type ``tp`` (lists become tuples); TypeError names ``path``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce(path, value, inner)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"{path} must be a list of {_type_name(args[0])}, got {value!r} "
-                            f"of type {type(value).__name__}.")
-        return tuple(coerce(f"{path}[{i}]", v, args[0]) for i, v in enumerate(value))
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, str)}[tp]
-    if not ok(value):
-        raise TypeError(f"{path} must be {_type_name(tp)}, got {value!r} of type {type(value).__name__}.")
-    return float(value) if tp is float else value
-
-
-def _checked_section(name: str, cls, values: dict):
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown option(s) {[f'{name}.{u}' for u in unknown]} in config section {name!r}; "
-                         f"known: {sorted(known)}.")
-    return cls(**{k: coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
-
-
 @dataclasses.dataclass(frozen=True)
 class HCTConfig:
     """Every option of an HCT run, in sections (see each section's fields' ``help``).
@@ -312,7 +275,7 @@ class HCTConfig:
         changes = {}
         for section, fields in per_section.items():
             current = dataclasses.asdict(getattr(self, section))
-            changes[section] = _checked_section(section, SECTIONS[section], current | fields)
+            changes[section] = checked_section(section, SECTIONS[section], current | fields)
         return dataclasses.replace(self, grid=grid, **changes)
 
     # ---- JSON -----------------------------------------------------------

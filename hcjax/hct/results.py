@@ -19,7 +19,8 @@ from hcjax.hct.config import HCTConfig
 from hcjax.vae import priors
 from hcjax.vae.models import ModelConfig
 
-__all__ = ["HCTResult", "report_to_dict", "summarise", "SUMMARY_KEYS", "save_final_model", "load_final_model"]
+__all__ = ["HCTResult", "report_to_dict", "summarise", "member_stats", "model_label", "SUMMARY_KEYS",
+           "save_final_model", "load_final_model"]
 
 
 def report_to_dict(report, index: int | None = None) -> dict:
@@ -31,6 +32,19 @@ def report_to_dict(report, index: int | None = None) -> dict:
             v = v[index]
         out[f.name] = v.tolist()
     return out
+
+
+def member_stats(values, keep) -> tuple:
+    """(min, median, max) of per-member ``values`` over the kept (non-diverged) members, ignoring None and
+    non-finite values; (None, None, None) when none is left."""
+    v = np.asarray([x for x, k in zip(values, keep) if k], np.float64)  # None becomes NaN
+    v = v[np.isfinite(v)]
+    return (float(v.min()), float(np.median(v)), float(v.max())) if v.size else (None, None, None)
+
+
+def model_label(name: str) -> str:
+    """A summary key as tables show it: ``hct:fixed`` -> ``HCT, then fixed``; baselines keep their names."""
+    return f"HCT, then {name[4:]}" if name.startswith("hct:") else name
 
 
 SUMMARY_KEYS = ("active_units", "mutual_info", "kl", "elbo", "log_likelihood", "margin", "probe_accuracy",

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from hcjax._validate import check_int
+from hcjax.engine.step import all_finite, tree_where
 
 __all__ = ["FitState", "epoch_order", "init_state", "train_epochs"]
 
@@ -85,17 +86,12 @@ def init_state(params, optimizer: optax.GradientTransformation, key: jax.Array) 
                     nonfinite_steps=jnp.zeros(size, jnp.int32))
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
-
-
 def _member_step(loss_fn: LossFn, optimizer, params, opt_state, hyper, batch, weight, key):
     loss, grads = jax.value_and_grad(loss_fn)(params, hyper, batch, weight, key)
     updates, new_opt = optimizer.update(grads, opt_state, params)
     new = optax.apply_updates(params, updates)
-    finite = jnp.isfinite(loss) & _all_finite(new)
-    keep = lambda a, b: jax.tree.map(lambda u, v: jnp.where(finite, u, v), a, b)  # noqa: E731
-    return keep(new, params), keep(new_opt, opt_state), loss, ~finite
+    finite = jnp.isfinite(loss) & all_finite(new)  # the engine's skip rule
+    return tree_where(finite, new, params), tree_where(finite, new_opt, opt_state), loss, ~finite
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "optimizer", "num_epochs", "batch_size", "per_member_data"))

@@ -31,6 +31,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hcjax.vae.elbo import kl_diag_gaussians
+
 __all__ = [
     "HE_THRESHOLD",
     "DANG_THRESHOLD",
@@ -58,8 +60,7 @@ def gaussian_kl_per_dim(mu: jax.Array, log_var: jax.Array, prior_var: float | ja
     Returns:
       [N, d] float, >= 0.
     """
-    var = jnp.exp(log_var)
-    return 0.5 * ((mu**2 + var) / prior_var - 1.0 - log_var + jnp.log(prior_var))
+    return kl_diag_gaussians(mu, log_var, 0.0, jnp.log(prior_var))
 
 
 def he_unit_variance(mu: jax.Array) -> jax.Array:

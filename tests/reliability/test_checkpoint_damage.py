@@ -85,15 +85,19 @@ def test_flipped_bytes_in_the_latest_step_are_detected_naming_step_and_leaf(tmp_
     """Catches: 400 flipped bytes in an array data file restored without complaint (wrong values, NaN members)."""
     ck, states = _save(tmp_path / "ck")
     _damage(tmp_path / "ck" / "3", "flip")
-    # the damage is silent at orbax's level: it reads back changed values without an error
+    # the damage is real at orbax's level: depending on where the flipped bytes land in the OCDBT file (a raw
+    # block or a zstd frame header) orbax either reads back changed values without an error or fails with a
+    # decompression error that names neither the step's last good predecessor nor the leaf's checksum
     raw = ocp.CheckpointManager(str(tmp_path / "ck"))
     try:
         out = raw.restore(3, args=ocp.args.Composite(state=ocp.args.StandardRestore(
             jax.tree.map(ocp.utils.to_shape_dtype_struct, states[3]))))
+        assert not np.array_equal(np.asarray(out.state["members"]["kernel"]),
+                                  np.asarray(states[3]["members"]["kernel"]), equal_nan=True)
+    except ValueError as err:
+        assert "corrupt" in str(err).lower(), err
     finally:
         raw.close()
-    assert not np.array_equal(np.asarray(out.state["members"]["kernel"]), np.asarray(states[3]["members"]["kernel"]),
-                              equal_nan=True)
     with pytest.raises(CheckpointError, match=r"step 3 .*leaf \['members'\]\['kernel'\] does not match its checksum"):
         ck.restore(states[3])
     with pytest.raises(CheckpointError, match=r"step 3 .*Earlier complete steps: \[1, 2\]"):
