@@ -14,7 +14,8 @@ import statistics
 import sys
 import time
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# HCJAX_BENCH_RESULTS redirects every output (the smoke test of accelerator_check.sh writes to a temporary folder)
+RESULTS = os.environ.get("HCJAX_BENCH_RESULTS") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def cpu_model() -> str:

@@ -1,9 +1,10 @@
 """Why the conv main job on mnist5k is slow on CPU: one training step of the image-default models, side by side.
 
 Times ``Trainer.train`` steps (batch 128, dynamic binarisation, Bernoulli decoder, 16 latents) of a population
-of P = 8 on mnist5k for: the MLP of the image defaults (one 256-unit hidden layer), the conv model with 8/16
-channels vmapped over members, and the same conv model with ``member_chunk=1`` (members one after another
-inside the compiled program). Prints the per-member-step time of each and its ratio to the MLP's, measured in
+of P = 8 on mnist5k for: the MLP of the image defaults (one 256-unit hidden layer), and the conv model with 8/16
+channels computed by flax's convolutions (``conv_impl="xla"``) or by tap matmuls (``conv_impl="taps"``), each
+vmapped over members and with ``member_chunk=1`` (members one after another inside the compiled program),
+plus a wider 32/64-channel tap model. Prints the per-member-step time of each and its ratio to the MLP's, measured in
 one run. Output: benchmarks/results/conv_step_time.{json,csv}.
 
     python benchmarks/conv_step_time.py [--steps 5]
@@ -29,16 +30,20 @@ from hcjax.vae import priors  # noqa: E402
 from hcjax.vae.models import ModelConfig  # noqa: E402
 
 P = 8
-CASES = {  # name -> (model kind, hidden, member_chunk)
-    "mlp (256)": ("mlp", (256,), None),
-    "conv (8, 16), vmapped": ("conv", (8, 16), None),
-    "conv (8, 16), member_chunk=1": ("conv", (8, 16), 1),
+CASES = {  # name -> (model kind, hidden, member_chunk, conv_impl)
+    "mlp (256)": ("mlp", (256,), None, "taps"),
+    "conv (8, 16), xla, vmapped": ("conv", (8, 16), None, "xla"),
+    "conv (8, 16), xla, member_chunk=1": ("conv", (8, 16), 1, "xla"),
+    "conv (8, 16), taps, vmapped": ("conv", (8, 16), None, "taps"),
+    "conv (8, 16), taps, member_chunk=1": ("conv", (8, 16), 1, "taps"),
+    "conv (32, 64), taps, vmapped": ("conv", (32, 64), None, "taps"),
 }
 
 
-def time_case(x, kind, hidden, chunk, steps: int) -> dict:
+def time_case(x, kind, hidden, chunk, impl, steps: int) -> dict:
     model = ModelConfig(kind=kind, data_dim=784, latent_dim=16, hidden=hidden,
-                        image_shape=(28, 28, 1) if kind == "conv" else None, likelihood="bernoulli")
+                        image_shape=(28, 28, 1) if kind == "conv" else None, likelihood="bernoulli",
+                        conv_impl=impl)
     trainer = pop.Trainer(model, pop.TrainSettings(batch_size=128, binarize=True, member_chunk=chunk))
     state = trainer.init_population(jax.random.key(0), priors.stack([priors.standard_normal(16)] * P),
                                     objectives.objective_params(), 1e-3, 1.0)
@@ -58,13 +63,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     x = jnp.asarray(data.load_dataset("mnist5k").train)
     rows = []
-    for name, (kind, hidden, chunk) in CASES.items():
-        rows.append({"case": name, **time_case(x, kind, hidden, chunk, args.steps)})
-        print(f"{name:32s} {rows[-1]['ms_per_member_step']:9.1f} ms per member-step", flush=True)
+    for name, (kind, hidden, chunk, impl) in CASES.items():
+        rows.append({"case": name, **time_case(x, kind, hidden, chunk, impl, args.steps)})
+        print(f"{name:40s} {rows[-1]['ms_per_member_step']:9.1f} ms per member-step", flush=True)
     base = rows[0]["ms_per_member_step"]
     for r in rows:
         r["ratio_to_mlp"] = r["ms_per_member_step"] / base
-        print(f"{r['case']:32s} {r['ratio_to_mlp']:7.1f} x the MLP")
+        print(f"{r['case']:40s} {r['ratio_to_mlp']:7.1f} x the MLP")
     write_outputs("conv_step_time", {"machine": machine_info(), "population": P, "rows": rows,
                                      "command": "python benchmarks/conv_step_time.py " + " ".join(argv or sys.argv[1:])},
                   rows)

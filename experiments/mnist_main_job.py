@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import shutil
 import sys
@@ -32,13 +33,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["mlp"], choices=["mlp", "conv"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue each model's run from its checkpoints (e.g. after a crash) instead of restarting")
     args = p.parse_args(argv)
+    timing_path = os.path.join(OUT, "timing.json")
     timing = {}
+    if os.path.exists(timing_path):  # keep the other model's timing when only one is rerun
+        with open(timing_path) as f:
+            timing = json.load(f)
     for model in args.models:
         run_dir = os.path.join(OUT, model)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if not args.resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
         command = ["train", "--dataset", "mnist5k", "--likelihood", "bernoulli", "--model", model,
                    "--seed", str(args.seed), "--out", run_dir]
+        if args.resume:  # the run's own saved configuration (defaults may have changed since it started)
+            command += ["--resume", "--config", os.path.join(run_dir, "config.json")]
         printed = io.StringIO()
         t0 = time.time()
         with contextlib.redirect_stdout(printed):
@@ -51,8 +61,8 @@ def main(argv=None) -> int:
         shutil.rmtree(os.path.join(run_dir, "final_model"), ignore_errors=True)
         text = printed.getvalue()
         atomic_write_text(os.path.join(run_dir, "table.txt"), text[text.index("lambda_max ="):])
-    atomic_write_json(os.path.join(OUT, "timing.json"), timing, indent=1)
-    write_command(OUT, __file__, argv)
+    atomic_write_json(timing_path, timing, indent=1)
+    write_command(OUT, __file__, argv, append=True)
     return 0
 
 

@@ -14,6 +14,9 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE
 
 import jax  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", os.environ.get(
-    "HCJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "hcjax-test-jax-cache")))
+_CACHE = os.environ.get("HCJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "hcjax-test-jax-cache"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+# the command line's own cache (hcjax.compile_cache, on by default) goes to the same place in tests, in this
+# process and in CLI subprocesses, never to the user's ~/.cache
+os.environ.setdefault("HCJAX_COMPILATION_CACHE", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -25,6 +25,7 @@ process can reach, e.g. a shared file system).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -66,6 +67,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(OUT/tensorboard/), wandb (OUT/wandb/; offline unless WANDB_MODE/WANDB_API_KEY say "
                         "otherwise); tensorboard and wandb need pip install 'hcjax[log]'")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
+    p.add_argument("--profile", action="store_true",
+                   help="print where the wall time went (setup, EM pool, teacher search, training, evaluation, "
+                        "selection, checkpoints, compilations per function) and write OUT/profile.json")
+    p.add_argument("--no-compile-cache", action="store_true", dest="no_compile_cache",
+                   help="do not use JAX's persistent compilation cache (default: on, in $HCJAX_COMPILATION_CACHE "
+                        "or ~/.cache/hcjax/xla; HCJAX_COMPILATION_CACHE=0 also turns it off)")
 
 
 def build_config(args: argparse.Namespace) -> HCTConfig:
@@ -246,8 +253,7 @@ def _callbacks(*callbacks):
 def run(args: argparse.Namespace) -> int:
     """Run ``hcjax train``; returns the exit status (2 for bad input, before anything is written)."""
     from hcjax._io import atomic_write_json
-    from hcjax.engine.checkpoint import CheckpointError
-    from hcjax.metric_writers import parse_writers, run_logger
+    from hcjax.metric_writers import parse_writers
 
     try:
         dist = distributed_settings(args)
@@ -264,10 +270,29 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, RuntimeError) as exc:
             print(f"hcjax train: error: could not join the multi-process run: {exc}", file=sys.stderr)
             return 2
+    from hcjax import compile_cache, profiling
+
+    compile_cache.enable_from_environment(getattr(args, "no_compile_cache", False))  # before any compilation
+    with contextlib.ExitStack() as stack:
+        prof = stack.enter_context(profiling.active()) if getattr(args, "profile", False) else None
+        status = _train(args, config, log_names)
+    if prof is not None and status == 0 and sharding.is_main_process():
+        atomic_write_json(os.path.join(args.out, "profile.json"), prof.to_json(), indent=1)
+        print("profile (wall seconds; compiling is part of each section's time):\n" + prof.table())
+    return status
+
+
+def _train(args: argparse.Namespace, config: HCTConfig, log_names) -> int:
+    """The run after the input checks: setup, the checks that need data, training, outputs."""
     import jax
 
+    from hcjax import profiling
+    from hcjax._io import atomic_write_json
+    from hcjax.engine.checkpoint import CheckpointError
     from hcjax.hct import run_hct, save_final_model, setup
+    from hcjax.engine import sharding
     from hcjax.hct.run import check_out_dir
+    from hcjax.metric_writers import run_logger
 
     main = sharding.is_main_process()
     if not main:  # every process trains; only process 0 prints and writes files
@@ -308,9 +333,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not main:
         return 0
-    atomic_write_json(os.path.join(args.out, "summary.json"), result.to_json(), indent=1)
-    if result.final:
-        save_final_model(result, os.path.join(args.out, "final_model"))
+    with profiling.section("outputs: summary, model"):
+        atomic_write_json(os.path.join(args.out, "summary.json"), result.to_json(), indent=1)
+        if result.final:
+            save_final_model(result, os.path.join(args.out, "final_model"))
     if not args.quiet:
         for g in result.groups:
             s2 = "Bernoulli decoder (no s2)" if g["decoder_variance"] is None else \
@@ -318,7 +344,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"lambda_max = {result.lambda_max:.4g}, {s2}, beta = {g['beta']:.3g}: consensus member "
                   f"{g['consensus_member']}, constraints {g['consensus_history']}")
         print(comparison_table(result))
-    _figures_and_logs(args, result, logger)
+    with profiling.section("outputs: figures, logs"):
+        _figures_and_logs(args, result, logger)
     if not args.quiet:
         print(f"done in {result.elapsed_seconds:.1f}s; results in {args.out}/summary.json and metrics.jsonl")
     return 0

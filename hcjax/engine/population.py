@@ -20,6 +20,7 @@ member never contaminates the others.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import chex
@@ -31,13 +32,17 @@ import optax
 
 from hcjax.vae import diagnostics
 from hcjax.engine import objectives as objectives_lib
+from hcjax.engine.member_groups import AUTO_GROUP_BYTES, auto_member_chunk, member_activation_bytes
 from hcjax.engine.step import LossFn, make_member_step, member_group_size, train_round, tree_where
 from hcjax.vae import priors as priors_lib
 from hcjax._validate import check_int, check_positive
 from hcjax.vae.models import ModelConfig, VAE, make_vae
 
 __all__ = [
+    "AUTO_GROUP_BYTES",  # re-exported from hcjax.engine.member_groups
     "History",
+    "auto_member_chunk",  # re-exported from hcjax.engine.member_groups
+    "member_activation_bytes",  # re-exported from hcjax.engine.member_groups
     "PopulationState",
     "TrainSettings",
     "as_typed_key",
@@ -142,8 +147,10 @@ class TrainSettings:
     binarize: dynamic binarisation of every batch (see
       :class:`hcjax.engine.objectives.LossSettings`).
     eval_kl_samples, eval_is_samples: Monte Carlo sizes of the evaluation.
-    member_chunk: None (default) vmaps each step over all P members at once;
-      an int C trains them in groups of at most C (see
+    member_chunk: "auto" (default) picks a group size from the member's size and P
+      (:func:`auto_member_chunk`: on CPU, groups whose activations fit in
+      ``AUTO_GROUP_BYTES``; on accelerators one vmap); None vmaps each step over
+      all P members at once; an int C trains them in groups of at most C (see
       :func:`hcjax.engine.step.train_round`). The working set shrinks by P / c,
       which keeps large populations in cache on CPU (benchmarks/README.md).
     """
@@ -157,12 +164,12 @@ class TrainSettings:
     binarize: bool = False
     eval_kl_samples: int = 16
     eval_is_samples: int = 32
-    member_chunk: int | None = None
+    member_chunk: int | str | None = "auto"
 
     def __post_init__(self):
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, minimum=1)
-        if self.member_chunk is not None:
+        if self.member_chunk is not None and self.member_chunk != "auto":
             check_int("member_chunk", self.member_chunk, minimum=1)
         check_int("num_samples", self.num_samples, minimum=1)
         check_int("eval_kl_samples", self.eval_kl_samples, minimum=1)
@@ -173,6 +180,32 @@ class TrainSettings:
         """The static :class:`~hcjax.engine.objectives.LossSettings` these settings imply."""
         return objectives_lib.LossSettings(self.num_samples, self.with_constraint, self.with_alignment,
                                            self.with_latent_recon, self.binarize)
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluation_programs(model: ModelConfig, eval_kl_samples: int) -> tuple[Callable, Callable]:
+    """(evaluate, latent_means), jitted once per (model, KL sample count) and shared by every Trainer.
+
+    evaluate(state, x, key, num_is_samples, is_chunk_size) -> CollapseReport per member (the last two
+    static); latent_means(state, x) -> encoder means [P, N, d].
+    """
+    vae = make_vae(model)
+
+    def evaluate(state, x, key, num_is_samples: int, is_chunk_size) -> diagnostics.CollapseReport:
+        p = state.step.shape[0]
+        keys = key if key.ndim == 1 else jax.random.split(key, p)
+
+        def one(params, prior, log_s2, analytic, k):
+            return diagnostics.collapse_report(
+                vae, params, prior, x, k, log_s2=log_s2, analytic_kl=analytic, num_kl_samples=eval_kl_samples,
+                num_is_samples=num_is_samples, is_chunk_size=is_chunk_size)
+
+        return jax.vmap(one)(state.params, state.prior, state.log_s2, state.objective.analytic_kl, keys)
+
+    def latent_means(state, x) -> jax.Array:
+        return jax.vmap(lambda p: vae.encode(p, x)[0])(state.params)
+
+    return jax.jit(evaluate, static_argnums=(3, 4)), jax.jit(latent_means)
 
 
 def _check_train_inputs(model: ModelConfig, settings: TrainSettings, state: PopulationState, data, ctx) -> None:
@@ -240,11 +273,15 @@ class Trainer:
             round_fn = chex.assert_max_traces(round_fn, n=max_traces)
         self.train_round = jax.jit(round_fn, static_argnames=("num_steps",))
         self.init = jax.jit(self._init)
-        self._evaluate_jit = jax.jit(self._evaluate, static_argnums=(3, 4))
-        self.latent_means = jax.jit(self._latent_means)
+        # shared by every Trainer of the same model and evaluation size (e.g. the HCT and the baseline
+        # populations of a run, whose training losses differ): one compilation per shape, not per trainer
+        self._evaluate_jit, self.latent_means = _evaluation_programs(model, settings.eval_kl_samples)
 
     def _train_round(self, state, data, ctx, num_steps: int):
-        return train_round(self.step, state, data, ctx, num_steps, self.settings.member_chunk)
+        chunk = self.settings.member_chunk
+        if chunk == "auto":  # shapes are static here: P and the data's rows are known at trace time
+            chunk = auto_member_chunk(self.model, self.settings, population_size(state), data.shape[0])
+        return train_round(self.step, state, data, ctx, num_steps, chunk)
 
     # ---- initialisation -------------------------------------------------
     def _init_member(self, key, prior, objective, learning_rate, log_s2, history, labels):
@@ -346,19 +383,3 @@ class Trainer:
         k = self.settings.eval_is_samples if num_is_samples is None else check_int("num_is_samples",
                                                                                   num_is_samples, minimum=1)
         return self._evaluate_jit(state, x, as_typed_key(key), k, is_chunk_size)
-
-    def _evaluate(self, state, x, key, num_is_samples: int, is_chunk_size) -> diagnostics.CollapseReport:
-        p = state.step.shape[0]
-        keys = key if key.ndim == 1 else jax.random.split(key, p)
-        s = self.settings
-
-        def one(params, prior, log_s2, analytic, k):
-            return diagnostics.collapse_report(
-                self.vae, params, prior, x, k, log_s2=log_s2, analytic_kl=analytic,
-                num_kl_samples=s.eval_kl_samples, num_is_samples=num_is_samples, is_chunk_size=is_chunk_size)
-
-        return jax.vmap(one)(state.params, state.prior, state.log_s2, state.objective.analytic_kl, keys)
-
-    def _latent_means(self, state: PopulationState, x: jax.Array) -> jax.Array:
-        """Encoder means of every member on ``x`` [N, D] -> [P, N, d]."""
-        return jax.vmap(lambda p: self.vae.encode(p, x)[0])(state.params)

@@ -1,7 +1,7 @@
 """Type-checked config values: what :class:`hcjax.hct.config.HCTConfig` applies to every option it is given.
 
 JSON and command lines give lists, ints for floats and strings; :func:`coerce` checks a value against a
-field's declared type (``bool``, ``int``, ``float``, ``str``, ``tuple[X, ...]``, ``X | None``), converts
+field's declared type (``bool``, ``int``, ``float``, ``str``, ``tuple[X, ...]``, ``X | Y | None``), converts
 lists to tuples and ints to floats, and raises a TypeError naming the option (``section.field``).
 """
 
@@ -24,8 +24,19 @@ def coerce(path: str, value, tp):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce(path, value, inner)
+        inner = [a for a in args if a is not type(None)]
+        for tp_i in inner[:-1]:  # X | Y | None: the first type that accepts the value
+            try:
+                return coerce(path, value, tp_i)
+            except TypeError:
+                pass
+        try:
+            return coerce(path, value, inner[-1])
+        except TypeError:
+            if len(inner) == 1:
+                raise
+            names = " or ".join(_type_name(a) for a in inner) + (" or None" if type(None) in args else "")
+            raise TypeError(f"{path} must be {names}, got {value!r} of type {type(value).__name__}.") from None
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{path} must be a list of {_type_name(args[0])}, got {value!r} "

@@ -115,7 +115,9 @@ class TrainingConfig:
     batch_size: int = opt(128, "rows per member per step", "--batch-size")
     grad_clip: float = opt(10.0, "global-norm gradient clipping (<= 0: off)")
     elbo_samples: int = opt(1, "reparameterised samples per example")
-    member_chunk: int | None = opt(None, "train members in groups of at most this many (None: one vmap)")
+    member_chunk: int | str | None = opt("auto", "train members in groups of at most this many ('auto': chosen "
+                                                 "from the member's size and P on CPU, one vmap on accelerators; "
+                                                 "None: one vmap)")
 
     def settings(self, **flags) -> TrainSettings:
         """The engine's :class:`TrainSettings` (``flags``: with_constraint, with_latent_recon, ...)."""

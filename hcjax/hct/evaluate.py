@@ -90,9 +90,18 @@ def _fitness(s: HCTSetup, elbo, margin, consensus) -> jax.Array:
     return f.reshape(-1)
 
 
-def _is_chunk(rows: int, dim: int, members: int, samples: int) -> int:
-    """Importance samples decoded at once so that one chunk's outputs stay near 2^26 floats (256 MiB)."""
-    return max(1, min(samples, 2**26 // max(1, rows * dim * members)))
+IS_CHUNK_BYTES = 2**30  # activations of one chunk of importance samples, all members together
+
+
+def is_chunk(model, rows: int, members: int, samples: int) -> int:
+    """Importance samples decoded at once: one chunk's activations (every member, every row) stay near 1 GiB.
+
+    Counts the decoder's whole working set per decoded row (:func:`hcjax.engine.population.member_activation_bytes`),
+    not only its outputs: a conv decoder holds ~40x more floats per row than the image it returns, and sizing the
+    chunk by outputs alone used 15 GB on mnist5k's test part.
+    """
+    per_sample = rows * members * pop.member_activation_bytes(model, 1)
+    return max(1, min(samples, IS_CHUNK_BYTES // max(1, per_sample)))
 
 
 def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.Trainer | None = None,
@@ -110,7 +119,7 @@ def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.
     x = s.heldout if heldout else s.x_eval
     if heldout:
         k = s.config.run.is_samples
-        report = trainer.evaluate(members, x, keys, k, _is_chunk(x.shape[0], x.shape[1], size, k))
+        report = trainer.evaluate(members, x, keys, k, is_chunk(trainer.model, x.shape[0], size, k))
     else:
         report = trainer.evaluate(members, x, keys)
     latents = trainer.latent_means(members, x)

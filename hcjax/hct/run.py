@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from hcjax import data as data_lib
+from hcjax import profiling
 from hcjax._io import atomic_write_text, dumps
 from hcjax.engine import sharding
 from hcjax.engine.checkpoint import Checkpointer, CheckpointError, config_differences
@@ -45,26 +46,30 @@ def run_unit(s: HCTSetup, state: HCTState, recorder: Recorder) -> tuple[HCTState
     c = s.config
     unit = state.unit_index
     phase = "rounds" if unit < c.population.rounds else "final"
-    state, losses = train(s, state)
+    with profiling.section("train"):
+        state, losses = profiling.wait(train(s, state))
     record = {"unit": unit + 1, "phase": phase, "train_loss": sharding.to_host(jnp.mean(losses, 0)).tolist(),
               "nonfinite_steps": sharding.to_host(state.members.nonfinite_steps).tolist()}
     if phase == "rounds":
         round_index = unit + 1
-        ev = evaluate(s, state.members, unit)
-        values = to_record(ev)
+        with profiling.section("evaluate"):
+            ev = evaluate(s, state.members, unit)
+            values = to_record(ev)
         history = state.members.history
         values["history_length"] = sharding.to_host(history.num_constraints).tolist()
         values["constraint_ids"] = sharding.to_host(history.constraint_ids).tolist()
         record.update(round=round_index, **values)
-        if round_index < c.population.rounds:
-            state, event = select(s, state, ev, round_index)
-            record["selection"] = recorder.selection(s, event, round_index)
-        else:
-            chosen = consensus(s, state, ev)
-            chosen_host = sharding.to_host(chosen).tolist()
-            recorder.consensus(chosen_host, values, s.layout.size)
-            record["consensus_member"] = chosen_host[0] if s.layout.num_groups == 1 else chosen_host
-            state = end_rounds(s, state, chosen)
+        with profiling.section("select"):
+            if round_index < c.population.rounds:
+                state, event = select(s, state, ev, round_index)
+                record["selection"] = recorder.selection(s, event, round_index)
+            else:
+                chosen = consensus(s, state, ev)
+                chosen_host = sharding.to_host(chosen).tolist()
+                recorder.consensus(chosen_host, values, s.layout.size)
+                record["consensus_member"] = chosen_host[0] if s.layout.num_groups == 1 else chosen_host
+                state = end_rounds(s, state, chosen)
+            state = profiling.wait(state)
     recorder.rounds.append(record)
     return state.replace(unit=state.unit + 1), record
 
@@ -199,18 +204,25 @@ def run_hct(
     s = prepared if prepared is not None else setup(config, dataset)
     if s.config != config:
         raise ValueError("prepared was built from another configuration than config.")
-    ckpt, state, recorder = _open_checkpoints(s, init(s), Recorder.start(s), out_dir, resume)
+    with profiling.section("init population"):
+        fresh = profiling.wait(init(s))
+    with profiling.section("checkpoint"):
+        ckpt, state, recorder = _open_checkpoints(s, fresh, Recorder.start(s), out_dir, resume)
     total, done = config.total_units, 0
     while state.unit_index < total and (stop_after_units is None or done < stop_after_units):
         state, record = run_unit(s, state, recorder)
         done += 1
         unit = state.unit_index
         if ckpt is not None and (unit % config.run.checkpoint_every == 0 or unit == total):
-            ckpt.save(unit, state, recorder.to_meta() | {"config": config.flat_dict()})
+            with profiling.section("checkpoint"):
+                ckpt.save(unit, state, recorder.to_meta() | {"config": config.flat_dict()})
         if out_dir is not None and sharding.is_main_process():  # one writer in a multi-process run
-            _write_metrics(out_dir, recorder.rounds)
+            with profiling.section("metrics.jsonl"):
+                _write_metrics(out_dir, recorder.rounds)
         if progress is not None:
             progress({"unit": unit, "total": total, "phase": record["phase"], "record": record})
     if ckpt is not None:
-        ckpt.close()
-    return _result(s, state, recorder, time.time() - t0)
+        with profiling.section("checkpoint"):
+            ckpt.close()
+    with profiling.section("end-of-run evaluation"):
+        return _result(s, state, recorder, time.time() - t0)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hcjax import data as data_lib
+from hcjax import profiling
 from hcjax.certify import teachers
 from hcjax.engine import population as pop
 from hcjax.engine import sharding
@@ -203,7 +204,8 @@ def _trainers(c: HCTConfig, model: ModelConfig) -> tuple[pop.Trainer, pop.Traine
 def setup(config: HCTConfig, dataset: data_lib.Dataset | None = None) -> HCTSetup:
     """The static context of a run of ``config`` (validated here) on ``dataset`` (default: load it)."""
     config.validate()
-    ds = prepare_pixels(config, load_data(config, dataset))
+    with profiling.section("setup: data"):
+        ds = prepare_pixels(config, load_data(config, dataset))
     model = _model_config(config, ds)
     lambda_max = ds.lambda_max()
     groups = config.groups(lambda_max)
@@ -218,16 +220,19 @@ def setup(config: HCTConfig, dataset: data_lib.Dataset | None = None) -> HCTSetu
     sharding.check_population_fits(layout.size, mesh)  # baseline populations are multiples of it
     trainer, baseline_trainer = _trainers(config, model)
     n_eval = min(config.run.eval_points, ds.val.shape[0])
-    pool = build_pool(config.candidates, ds.train, config.model.latent_dim, keys["candidates"])
     heldout_x, heldout_y, split = ds.heldout
     if split == "val":
         heldout_x, heldout_y = heldout_x[:n_eval], None if heldout_y is None else heldout_y[:n_eval]
+    with profiling.section("setup: EM pool"):
+        pool = profiling.wait(build_pool(config.candidates, ds.train, config.model.latent_dim, keys["candidates"]))
+    with profiling.section("setup: teacher search"):
+        certificate = profiling.wait(_certificate(config, ds, keys["teacher"], n_eval, heldout_x, mesh))
     return HCTSetup(
         config=config, dataset=ds, model=model, lambda_max=lambda_max, groups=groups, layout=layout, keys=keys,
         group_keys=group_keys, mesh=mesh, trainer=trainer, baseline_trainer=baseline_trainer,
         x_train=sharding.replicate(jnp.asarray(ds.train), mesh),
         x_eval=sharding.replicate(jnp.asarray(ds.val[:n_eval]), mesh),
         num_fit=min(config.candidates.refit_points, ds.train.shape[0]), pool=pool,
-        certificate=_certificate(config, ds, keys["teacher"], n_eval, heldout_x, mesh),
+        certificate=certificate,
         labels=_labels(config, ds, n_eval, heldout_y, mesh),
         heldout=sharding.replicate(jnp.asarray(heldout_x), mesh), heldout_split=split)

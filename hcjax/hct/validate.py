@@ -131,7 +131,11 @@ def validate(c: HCTConfig) -> None:
     check_int("train.batch_size", c.train.batch_size, minimum=1)
     check_int("train.elbo_samples", c.train.elbo_samples, minimum=1)
     check_positive("train.learning_rate", c.train.learning_rate)
-    if c.train.member_chunk is not None:
+    if isinstance(c.train.member_chunk, str):
+        if c.train.member_chunk != "auto":
+            raise ValueError(f"train.member_chunk must be a positive int, 'auto' or None, got "
+                             f"{c.train.member_chunk!r}.")
+    elif c.train.member_chunk is not None:
         check_int("train.member_chunk", c.train.member_chunk, minimum=1)
     _objective(c)
     _selection(c)

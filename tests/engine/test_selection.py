@@ -21,6 +21,8 @@ def test_rank_orders_by_tier_then_fitness():
 
 
 def test_parent_methods_only_choose_survivors():
+    """Catches: a tournament that keeps the worst of its draws (with 50 draws among 3 survivors it would pick
+    member 4, the worst survivor, instead of 3)."""
     order = jnp.array([3, 1, 4, 0, 2])  # best first; survivors with K=2: 3, 1, 4
     fit = jnp.array([0.0, 2.0, -1.0, 3.0, 1.0])
     key = jax.random.key(0)
@@ -34,8 +36,31 @@ def test_parent_methods_only_choose_survivors():
     draws = np.concatenate([np.asarray(selection.choose_parents(order, fit, jax.random.key(s), 2, "proportional"))
                             for s in range(200)])
     assert np.bincount(draws, minlength=5).argmax() == 3
-    # a tournament of size 1 is a uniform draw; of size 3 always the best survivor
+    # a tournament of 50 draws (with replacement) among 3 survivors misses the best with probability (2/3)^50
     np.testing.assert_array_equal(selection.choose_parents(order, fit, key, 2, "tournament", 50), [3, 3])
+
+
+@pytest.mark.parametrize("size, probs", [
+    (1, [1 / 3, 1 / 3, 1 / 3]),                      # a uniform draw among the survivors
+    (3, [19 / 27, 7 / 27, 1 / 27]),                    # best of 3 draws with replacement: 1 - (2/3)^3, ...
+])
+def test_tournament_parent_frequencies_match_the_exact_distribution(size, probs):
+    """Survivors in rank order 3, 1, 4: the winner of a tournament of ``size`` uniform draws (with replacement)
+    is the survivor at position i with probability ((3 - i)^s - (2 - i)^s) / 3^s.
+
+    Catches: a tournament that ignores its size (always size 2), takes the worst of its draws instead of the
+    best, or draws from every member rather than the survivors.
+    """
+    order = jnp.array([3, 1, 4, 0, 2])
+    fit = jnp.array([0.0, 2.0, -1.0, 3.0, 1.0])
+    n = 6000  # 3000 keys x 2 pruned slots
+    draws = jax.vmap(lambda k: selection.choose_parents(order, fit, k, 2, "tournament", size))(
+        jax.random.split(jax.random.key(7), n // 2))
+    counts = np.bincount(np.asarray(draws).reshape(-1), minlength=5)
+    assert counts[0] == counts[2] == 0  # the pruned members never parent
+    freq = counts[[3, 1, 4]] / n
+    se = np.sqrt(np.asarray(probs) * (1 - np.asarray(probs)) / n)  # binomial standard error, <= 0.0061 here
+    np.testing.assert_array_less(np.abs(freq - probs), 5 * se)
 
 
 def test_fitness_kinds_and_weighted_sum():

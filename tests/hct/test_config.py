@@ -82,3 +82,41 @@ def test_help_shows_each_default_once():
     flat = " ".join(out.split())
     assert "(default: synthetic)" in flat and flat.count("default") == flat.count("(default:")
     assert "(default synthetic)" not in flat and "(default: None) (default" not in flat
+
+
+def _train_config(argv):
+    from hcjax.cli.train import build_config, configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    return build_config(parser.parse_args(argv))
+
+
+def test_cli_grid_flags_make_the_product_of_s2_scales_and_betas():
+    """``--grid-s2-scale 0.5,4 --grid-beta 1,2,3``: six groups, every scale with every beta (scale-major), and
+    each group resolves to its own s2 = scale x lambda_max and beta.
+
+    Catches: the two lists zipped instead of crossed (2 groups), one of them dropped, or scale and beta
+    swapped in the grid entries."""
+    config = _train_config(["--grid-s2-scale", "0.5,4", "--grid-beta", "1,2,3"])
+    assert config.grid == tuple({"decoder_variance_scale": s, "beta": b} for s in (0.5, 4.0) for b in (1.0, 2.0, 3.0))
+    groups = config.groups(lambda_max=2.0)
+    assert [(g["decoder_variance"], g["beta"]) for g in groups] == [(1.0, 1.0), (1.0, 2.0), (1.0, 3.0),
+                                                                   (8.0, 1.0), (8.0, 2.0), (8.0, 3.0)]
+    assert config.num_groups == 6
+    # one list alone: one group per value, the other setting from the objective section
+    assert _train_config(["--grid-beta", "1,2"]).grid == ({"beta": 1.0}, {"beta": 2.0})
+    assert _train_config(["--grid-s2-scale", "2", "--beta", "3"]).groups(1.0) == [
+        {"beta": 3.0, "decoder_variance": 2.0, "decoder_variance_scale": 2.0, "replicate": 0}]
+
+
+def test_cli_flags_override_the_config_file_and_keep_the_rest(tmp_path):
+    """Catches: flags ignored when --config is given (or the file ignored when flags are), and a flag that
+    resets the rest of its section to the defaults instead of changing one field."""
+    path = str(tmp_path / "cfg.json")
+    HCTConfig().override({"objective.beta": 3.0, "population.size": 6, "population.rounds": 5,
+                          "population.num_pruned": 1, "model.hidden": (24,), "run.seed": 9}).save_json(path)
+    config = _train_config(["--config", path, "--beta", "2", "-P", "4", "--hidden", "8,8"])
+    assert config.objective.beta == 2.0 and config.population.size == 4 and config.model.hidden == (8, 8)
+    assert config.population.rounds == 5 and config.population.num_pruned == 1 and config.run.seed == 9
+    assert _train_config(["--config", path]) == HCTConfig.load_json(path)

@@ -96,3 +96,19 @@ def test_image_data_sets_start_from_image_defaults_and_flags_win():
     assert config.candidates.num_components == 10 and config.population.size == 4
     assert for_dataset("mnist:/data/mnist").model.hidden == (256,)
     assert for_dataset("synthetic") == HCTConfig()
+
+
+def test_importance_sample_chunks_are_sized_by_the_decoders_activations_not_its_outputs():
+    """Catches: chunks sized by the decoded images alone, which let a conv decoder's end-of-run IS-NLL on
+    mnist5k's test part (500 rows, 8 members, K = 1000) take 15 GB and be killed for memory."""
+    from hcjax.engine.population import member_activation_bytes
+    from hcjax.hct.evaluate import IS_CHUNK_BYTES, is_chunk
+    from hcjax.vae.models import ModelConfig
+
+    conv = ModelConfig(kind="conv", data_dim=784, latent_dim=16, hidden=(8, 16), image_shape=(28, 28, 1))
+    mlp = ModelConfig(kind="mlp", data_dim=784, latent_dim=16, hidden=(256,))
+    for model in (conv, mlp):
+        c = is_chunk(model, 500, 8, 1000)
+        assert c == 1 or c * 500 * 8 * member_activation_bytes(model, 1) <= IS_CHUNK_BYTES
+    assert is_chunk(conv, 500, 8, 1000) < is_chunk(mlp, 500, 8, 1000) <= 1000
+    assert is_chunk(mlp, 10, 2, 7) == 7  # small problems decode every sample at once

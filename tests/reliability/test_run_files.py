@@ -100,8 +100,10 @@ def _wrong_value(tp):
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is tuple:
         return "1,2"
-    inner = next((a for a in args if a is not type(None)), tp) if args else tp
-    return {bool: "yes", int: "3", float: "x", str: 5}[inner]
+    inner = [a for a in args if a is not type(None)] if args else [tp]
+    if len(inner) > 1:  # e.g. int | str | None: a value of none of them
+        return next(v for v in (1.5, ["a"]) if not any(isinstance(v, t) for t in inner))
+    return {bool: "yes", int: "3", float: "x", str: 5}[inner[0]]
 
 
 FIELDS = [(section, f.name, typing.get_type_hints(cls)[f.name])
@@ -201,7 +203,11 @@ def _env():
 @pytest.mark.parametrize("kill_after_step", [1, 5])
 def test_sigkill_at_several_points_then_resume_equals_the_uninterrupted_run(tmp_path, kill_after_step):
     """Killed after the first checkpoint, or after the last one (during the end-of-run evaluation and the
-    summary/model writes): every file present is whole, and --resume finishes to the uninterrupted result."""
+    summary/model writes): every file present is whole, and --resume finishes to the uninterrupted result.
+
+    Catches: a --resume that ignores the checkpoints and starts over (deterministic, so it too would end at
+    the uninterrupted result; but it would train every unit, which its progress lines show).
+    """
     cfg_path = str(tmp_path / "cfg.json")
     config = HCTConfig.from_dict(TINY)
     config.save_json(cfg_path)
@@ -222,8 +228,17 @@ def test_sigkill_at_several_points_then_resume_equals_the_uninterrupted_run(tmp_
                 text = f.read()
             for line in (text.splitlines() if name.endswith("jsonl") else [text]):
                 _strict_json(line)
-    done = subprocess.run(cmd + ["--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    steps = sorted(int(s) for s in os.listdir(os.path.join(out, "checkpoints")) if s.isdigit())
+    resume = [c for c in cmd if c != "--quiet"] + ["--resume"]  # not quiet: it reports the step and each unit
+    done = subprocess.run(resume, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    # it restored the newest checkpoint and trained only the units after it (none after step 5)
+    import re
+
+    found = re.search(r"resuming from the newest intact checkpoint \(latest step (\d+)\)", done.stdout)
+    assert found and int(found.group(1)) == steps[-1] >= kill_after_step, done.stdout[-2000:]
+    units = [int(u) for u in re.findall(r"^unit (\d+)/\d+ ", done.stderr, re.M)]
+    assert units == list(range(steps[-1] + 1, config.total_units + 1)), (steps, units)
     with np.load(os.path.join(reference, "params.npz")) as a, \
             np.load(os.path.join(out, "final_model", "params.npz")) as b:
         for k in a.files:

@@ -88,6 +88,8 @@ def test_constant_encoder_is_locally_collapsed_everywhere():
 
 
 def test_per_sample_kl_and_fractions_match_closed_form():
+    """Catches: a per-sample KL replaced by its batch mean (every row would get 0.5 x the KL of the x != 0
+    rows, and no row would count as low-KL). The Monte Carlo KL is tested against a real mixture below."""
     # mu = W x, log_var = v per dimension; half the rows are x = 0, whose posterior is N(0, diag e^v)
     rng = np.random.default_rng(5)
     w = rng.normal(size=(d, D))
@@ -104,10 +106,61 @@ def test_per_sample_kl_and_fractions_match_closed_form():
     np.testing.assert_allclose(rep.kl, kl, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(rep.low_kl, kl < 0.01)
     assert float(rep.fraction_low_kl) == pytest.approx(np.mean(kl < 0.01)) and np.mean(kl < 0.01) == 0.5
-    # Monte Carlo KL against a GMM prior written as a one-component mixture equal to N(0, I): same answer
-    rep_mc = diagnostics.local_collapse(encode, decode, priors.standard_normal(d, 3), jnp.asarray(x, jnp.float32),
-                                        jax.random.key(7), num_kl_samples=4000)
-    np.testing.assert_allclose(rep_mc.kl, kl, atol=0.1 + 0.05 * kl.max())
+
+
+MIXTURE = dict(weights=[0.5, 0.3, 0.2], means=[[1.5, 0.0], [-1.0, 1.0], [0.0, -2.0]],
+               variances=[[0.3, 0.5], [0.6, 0.2], [1.0, 1.0]])
+
+
+def _kl_to_mixture_by_quadrature(mu, var, nodes=80):
+    """KL(N(mu, diag var) || MIXTURE) per row and the standard deviation of log q(z) - log p(z) under q,
+    by 2-D Gauss-Hermite quadrature in float64 (an independent computation of both)."""
+    t, wt = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-t^2 / 2)
+    wt = wt / wt.sum()
+    t1, t2 = np.meshgrid(t, t, indexing="ij")
+    w2 = np.outer(wt, wt).reshape(-1)
+    eps = np.stack([t1.reshape(-1), t2.reshape(-1)], -1)  # [Q, 2] standard-normal nodes
+    pw, pm, pv = (np.asarray(MIXTURE[k], np.float64) for k in ("weights", "means", "variances"))
+    kls, sds = [], []
+    for m, v in zip(mu, np.broadcast_to(var, mu.shape)):
+        z = m + np.sqrt(v) * eps
+        log_q = -0.5 * np.sum(eps**2 + np.log(2 * np.pi * v), -1)
+        comp = -0.5 * np.sum((z[:, None, :] - pm) ** 2 / pv + np.log(2 * np.pi * pv), -1) + np.log(pw)
+        log_p = np.logaddexp.reduce(comp, axis=-1)
+        f = log_q - log_p
+        mean = np.sum(w2 * f)
+        kls.append(mean)
+        sds.append(np.sqrt(np.sum(w2 * (f - mean) ** 2)))
+    return np.asarray(kls), np.asarray(sds)
+
+
+def test_monte_carlo_kl_to_a_three_component_mixture_matches_quadrature():
+    """Per-sample KL to a real mixture (unequal weights, means and variances), by Monte Carlo, against 2-D
+    quadrature; the tolerance is 5 standard errors of the S-sample estimate, computed per row from the
+    quadrature's variance of log q - log p (measured: 0.014 to 0.11 nats with S = 4000, KLs 0.6 to 10.3
+    nats; largest error 3.2 se; the 80-node quadrature is within 7e-4 nats of a 160-node one).
+
+    Catches: a mixture log-density without the log weights, or with a log-sum-exp over the wrong axis
+    (both change the KL by 0.1 to 1 nats); a KL estimate of log p - log q (wrong sign); samples drawn from
+    the prior instead of q(z|x).
+    """
+    rng = np.random.default_rng(5)
+    w = 0.6 * rng.normal(size=(d, D))
+    v = np.array([-0.7, 0.3])
+    x = rng.normal(size=(200, D))
+    encode = lambda xx: (xx @ jnp.asarray(w.T, jnp.float32), jnp.broadcast_to(jnp.asarray(v, jnp.float32),
+                                                                              (xx.shape[0], d)))
+    _, decode, *_ = linear_pair()
+    prior = priors.from_gmm(MIXTURE["weights"], MIXTURE["means"], MIXTURE["variances"], num_components=4)
+    samples = 4000
+    rep = diagnostics.local_collapse(encode, decode, prior, jnp.asarray(x, jnp.float32), jax.random.key(7),
+                                     num_kl_samples=samples)
+    exact, sd = _kl_to_mixture_by_quadrature(x @ w.T, np.exp(v))
+    se = sd / np.sqrt(samples)
+    err = np.asarray(rep.kl, np.float64) - exact
+    assert np.all(np.abs(err) < 5 * se), np.max(np.abs(err) / se)
+    # averaged over the 200 rows, the errors must also be unbiased: 5 standard errors of their mean
+    assert abs(np.mean(err)) < 5 * np.sqrt(np.sum(se**2)) / len(se)
 
 
 def test_vae_wrapper_on_a_linear_vae_that_inverts_its_decoder():
