@@ -130,6 +130,7 @@ def _calls(vae, params, prior, head, teacher, gmm):
     }
 
 
+@pytest.mark.slow  # > 15 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_eager_calls_on_device_arrays_read_nothing_back_to_the_host():
     """Eager calls with device-array inputs copy no values to the host.
 

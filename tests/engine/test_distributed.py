@@ -69,6 +69,7 @@ def _wait(procs: dict, deadline: float) -> dict:
     return outputs
 
 
+@pytest.mark.slow  # > 15 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_two_processes_equal_a_single_process_run(tmp_path):
     """Catches: processes that draw their own random numbers (e.g. keys folded with the process index), or a
     process that trains on its own rows only: the final model, summary and losses would differ from the

@@ -172,6 +172,7 @@ def test_hct_state_restored_mid_run_continues_to_the_uninterrupted_result(tmp_pa
     assert [f["report"] for f in resumed.final] == [f["report"] for f in reference.final]
 
 
+@pytest.mark.slow  # > 15 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_a_grid_group_equals_the_single_group_run_with_its_settings():
     grid = ({"decoder_variance_scale": 0.5, "beta": 1.0}, {"decoder_variance_scale": 4.0, "beta": 2.0})
     cfg = TINY | {"rounds": 2, "final_steps": 40}
@@ -342,6 +343,7 @@ def _resumed_units(done) -> tuple[int, list[int]]:
     return int(found.group(1)), [int(u) for u in re.findall(r"^unit (\d+)/\d+ ", done.stderr, re.M)]
 
 
+@pytest.mark.slow  # > 15 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     """Killed once checkpoint 2 exists; the resumed process reports the step it restored (k >= 2) and trains
     units k + 1 .. 5 only, ending at the uninterrupted run's model.
@@ -402,6 +404,7 @@ print(json.dumps({"devices": len(jax.devices()), "shards": len(leaf.sharding.dev
 """
 
 
+@pytest.mark.slow  # > 15 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_population_sharded_over_4_devices_equals_the_unsharded_run():
     """Not bit for bit: each device runs the vmapped step on 1 member instead of 4, and XLA's CPU kernels sum
     in another order. Measured largest float difference after 80 steps: 8.3e-7 (prior log-variances; 1.5e-7

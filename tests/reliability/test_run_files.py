@@ -247,6 +247,7 @@ def test_sigkill_at_several_points_then_resume_equals_the_uninterrupted_run(tmp_
         assert [json.loads(line)["unit"] for line in f] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow  # > 15 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path):
     """400 flipped bytes in the newest checkpoint used to restore silently into a NaN member. Now --resume
     says which step it skipped and why, continues from the previous one, and ends at the uninterrupted result."""
