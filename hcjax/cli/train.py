@@ -273,8 +273,7 @@ def run(args: argparse.Namespace) -> int:
     from hcjax import compile_cache, profiling
 
     compile_cache.enable_from_environment(getattr(args, "no_compile_cache", False))  # before any compilation
-    with contextlib.ExitStack() as stack:
-        prof = stack.enter_context(profiling.active()) if getattr(args, "profile", False) else None
+    with profiling.active() if getattr(args, "profile", False) else contextlib.nullcontext() as prof:
         status = _train(args, config, log_names)
     if prof is not None and status == 0 and sharding.is_main_process():
         atomic_write_json(os.path.join(args.out, "profile.json"), prof.to_json(), indent=1)

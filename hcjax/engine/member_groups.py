@@ -32,7 +32,7 @@ def member_activation_bytes(model: ModelConfig, rows: int) -> int:
         per_row += 4 * sum(model.hidden)
     elif model.kind == "conv":
         h, w, _ = model.image_shape
-        c = model.hidden if len(model.hidden) >= 2 else (model.hidden[0], model.hidden[0])
+        c = model.conv_channels
         enc = (h // 2) * (w // 2) * c[0] + (h // 4) * (w // 4) * c[1]
         dec = (h // 4) * (w // 4) * c[1] + (h // 2) * (w // 2) * c[1] + h * w * c[0]
         per_row += 2 * (enc + dec) + 9 * h * w * c[0]  # the taps' shifted views of the widest layer

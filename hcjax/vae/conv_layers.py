@@ -88,6 +88,12 @@ def conv_transpose_same(x: jax.Array, kernel: jax.Array, stride: int = 2) -> jax
     return phases.reshape(n, stride * h, stride * w, kernel.shape[-1])
 
 
+def _kernel_and_bias(module: nn.Module, c_in: int, size: int, features: int) -> tuple[jax.Array, jax.Array]:
+    """The ``kernel`` [k, k, C_in, C_out] and ``bias`` [C_out] parameters, named and initialised as in flax."""
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), (size, size, c_in, features))
+    return kernel, module.param("bias", nn.initializers.zeros, (features,))
+
+
 class TapConv(nn.Module):
     """``flax.linen.Conv(features, (k, k), strides=(s, s), padding="SAME")`` via :func:`conv_same`.
 
@@ -100,9 +106,7 @@ class TapConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        kernel, bias = _kernel_and_bias(self, x.shape[-1], self.kernel_size, self.features)
         return conv_same(x, kernel, self.stride) + bias
 
 
@@ -116,7 +120,5 @@ class TapConvTranspose(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        kernel, bias = _kernel_and_bias(self, x.shape[-1], self.kernel_size, self.features)
         return conv_transpose_same(x, kernel, self.stride) + bias

@@ -87,6 +87,11 @@ class ModelConfig:
                 raise ValueError(f"image_shape {self.image_shape} has {h * w * c} pixels but data_dim={self.data_dim}.")
             object.__setattr__(self, "image_shape", (h, w, c))
 
+    @property
+    def conv_channels(self) -> tuple[int, int]:
+        """The two conv channel counts of a "conv" model (``hidden``; one value is used for both layers)."""
+        return tuple(self.hidden[:2]) if len(self.hidden) >= 2 else (self.hidden[0], self.hidden[0])
+
     def to_dict(self) -> dict:
         """The config as plain JSON-ready values."""
         return dataclasses.asdict(self)
@@ -217,7 +222,7 @@ class VAE:
             self.encoder = MLPEncoder(c.latent_dim, c.hidden)
             self.decoder = MLPDecoder(c.data_dim, c.hidden)
         else:
-            chans = c.hidden if len(c.hidden) >= 2 else (c.hidden[0], c.hidden[0])
+            chans = c.conv_channels
             self.encoder = ConvEncoder(c.latent_dim, c.image_shape, chans, c.conv_impl)
             self.decoder = ConvDecoder(c.image_shape, chans, c.conv_impl)
 
