@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (Python >= 3.10 and nothing else):
-#   make demo   run the main job (HCT vs a vanilla VAE on built-in synthetic data)
+#   make demo   run the main job (HCT vs vanilla, fixed-GMM and free-bits VAEs on built-in synthetic data)
 #   make test   run the test suite
 # Both create ./.venv and install hcjax into it on first use.
 #   make docs   build the documentation site into site/ (strict: any warning fails)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -39,3 +40,14 @@ def save_and_show(out_dir: str, result: dict, write_table, plot, command: str) -
     print("\n".join(write_table(out_dir, result, command)))
     for path in plot(out_dir, result):
         print("figure:", path)
+
+
+def comma_floats(parser, flag: str, text: str) -> tuple[float, ...]:
+    """``text`` as a tuple of positive finite numbers, or ``parser.error`` naming ``flag`` (shared by the scripts)."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        parser.error(f"{flag} must be a comma list of numbers, got {text!r}")
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        parser.error(f"{flag} must be a comma list of positive numbers, got {text!r}")
+    return values

@@ -357,9 +357,13 @@ def heatmaps(name: str, rows: list, key: str, out: str, title: str) -> str:
 # --------------------------------------------------------------------------- main
 
 
+# HCT's selection fitness and refit sharpness before issue 12 (the committed results/barrier_study/ used them)
+BEFORE_ISSUE_12 = {"selection.fitness": "elbo", "candidates.refit_variance_scale": 1.0}
+
+
 def run_dataset(name: str, spec: str, sizes: dict, seed: int, out: str, work: str, resume: bool,
-                s2_scales=S2_SCALES, betas=BETAS) -> dict:
-    config = make_config(spec, sizes, seed, s2_scales, betas)
+                s2_scales=S2_SCALES, betas=BETAS, overrides: dict | None = None) -> dict:
+    config = make_config(spec, sizes, seed, s2_scales, betas).override(overrides or {})
     run_dir = os.path.join(work, name)
     t0 = time.time()
 
@@ -400,6 +404,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--work", default=DEFAULT_WORK, help="checkpoints (resumable with --resume)")
     ap.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
+    ap.add_argument("--before-issue-12", action="store_true",
+                    help="HCT with the defaults the committed results used: selection on held-out ELBO and "
+                         "refits with their fitted variances (today's defaults: MI selection, refits x 0.1)")
     ap.add_argument("--tables-only", action="store_true",
                     help="no training: rebuild table.md/csv and the heatmaps from the JSON files in --out")
     args = ap.parse_args(argv)
@@ -415,7 +422,8 @@ def main(argv=None) -> int:
     s2s, betas = (S2_SCALES[::5], BETAS[::4]) if args.quick else (S2_SCALES, BETAS)
     for name, spec in ({} if args.tables_only else specs).items():
         run_dataset(name, spec, SIZES[mode][name], args.seed, args.out,
-                    os.path.join(args.work, mode), args.resume, s2s, betas)
+                    os.path.join(args.work, mode), args.resume, s2s, betas,
+                    BEFORE_ISSUE_12 if args.before_issue_12 else None)
     # tables and figures from every data set present in --out (data sets may be run one at a time)
     per_dataset = {}
     for name in ("synthetic", "digits", "mnist"):

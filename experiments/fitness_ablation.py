@@ -14,6 +14,10 @@ seeds), with exactly the barrier study's sizes, once per selection fitness
 ``fixed_gmm`` baseline in lockstep as the reference. One ``run_hct`` call per
 fitness.
 
+Superseded by ``hct_variants.py`` (the whole grid, three data sets, more fitness
+kinds and variants); kept as the record of the first ablation. Refits keep their
+fitted variances here (``refit_variance_scale=1``), as HCT's refits did then.
+
 Outputs (``--out``, default experiments/results/fitness_ablation):
 ``results.json`` (per fitness: the derived rows and summary), ``table.md``,
 ``COMMAND.txt``.
@@ -60,6 +64,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         base = barrier_study.make_config("digits", sizes, args.seed, S2_SCALES, BETAS)
         config = base.override({"selection.fitness": kind, "baselines.methods": ("fixed_gmm",),
+                                "candidates.refit_variance_scale": 1.0,  # the refits of the time (before issue 12)
                                 "final.objectives": ("fixed",)})
         result = run_hct(config.validate())
         rows = barrier_study.derive_rows(result, [], [], config.selection.collapse_mi_threshold)

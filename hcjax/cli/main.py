@@ -12,7 +12,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "train": ("hcjax.cli.train", "run Historical Consensus Training (the main job) and a vanilla VAE baseline"),
+    "train": ("hcjax.cli.train", "run Historical Consensus Training (the main job) beside vanilla, fixed-GMM and free-bits baselines"),
     "linear": ("hcjax.cli.linear", "exact linear-VAE thresholds, closed-form KL table and trained-model check"),
     "report": ("hcjax.cli.report", "one self-contained HTML page (tables, figures, config, lineage) of a run"),
 }

@@ -1,7 +1,7 @@
 """``hcjax train``: the main job.
 
 Runs Historical Consensus Training on a data set, with baseline
-populations (default: a vanilla VAE) trained in lockstep on the same budget, prints a per-round table
+populations (default: vanilla, one fixed GMM prior, free bits) trained in lockstep on the same budget, prints a per-round table
 and a side-by-side comparison, and writes into ``--out``:
 
 * ``config.json``: the full :class:`hcjax.hct.HCTConfig`;

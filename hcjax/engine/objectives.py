@@ -16,7 +16,11 @@
   every training row to one of its components) pays the cross-entropy
   ``-log p(k(x) | mu(x))`` of its prior's component posterior at the encoder
   mean, so the encoder lays the data out as the clustering says. This is
-  hcjax's own design choice for HCT (see :mod:`hcjax.hct`).
+  hcjax's own design choice for HCT (see :mod:`hcjax.hct`). With
+  ``LossSettings.with_constraint_history`` (HCT's ``constraint_history="all"``)
+  the term is the mean of that cross-entropy over every constraint in the
+  member's history: its current one and its :class:`PastConstraints` (each
+  with the fixed prior and labels it had when it was given).
 * ``latent_recon`` (optional): this project's reading of the latent
   reconstruction loss of arXiv 2508.12530, ``E || mu_enc(dec(z)) - z ||^2``
   with z a posterior sample, the posterior mean, or a prior sample.
@@ -44,6 +48,9 @@ __all__ = [
     "LATENT_RECON_SOURCES",
     "ObjectiveParams",
     "objective_params",
+    "PastConstraints",
+    "no_past_constraints",
+    "append_past_constraint",
     "LossSettings",
     "TrainingContext",
     "LossAux",
@@ -137,12 +144,54 @@ def objective_params(
     )
 
 
+@flax.struct.dataclass
+class PastConstraints:
+    """A member's past clustering constraints (those before its current one), in H fixed slots.
+
+    prior: :class:`~hcjax.vae.priors.MixturePrior` with leaves [H, J], [H, J, d],
+      [H, J, d]: each past constraint's prior as it was when the member left it
+      (fixed: it is not part of what trains).
+    labels: [H, N] int32 component index of every training row under each past
+      constraint ([H, B], the batch rows, when handed to :func:`member_loss`).
+    valid: [H] bool, the slots holding a constraint (a prefix, oldest first);
+      empty slots hold finite zeros.
+
+    In a population every leaf has a leading axis P as well.
+    """
+
+    prior: priors_lib.MixturePrior
+    labels: jax.Array
+    valid: jax.Array
+
+
+def no_past_constraints(prior: priors_lib.MixturePrior, num_rows: int, length: int) -> PastConstraints:
+    """An empty past set of ``length`` (H) slots for one member whose prior is shaped like ``prior`` ([J], [J, d])."""
+    check_int("length", length, minimum=1)
+    zeros = lambda a: jnp.zeros((length,) + a.shape, a.dtype)
+    return PastConstraints(prior=jax.tree.map(zeros, prior), labels=jnp.zeros((length, num_rows), jnp.int32),
+                           valid=jnp.zeros((length,), bool))
+
+
+def append_past_constraint(past: PastConstraints, prior: priors_lib.MixturePrior, labels: jax.Array) -> PastConstraints:
+    """One member's ``past`` with (``prior`` [J], [J, d]; ``labels`` [N]) in its first free slot.
+
+    When all H slots are used the last one is overwritten (as :class:`hcjax.engine.population.History` does).
+    """
+    slot = jnp.minimum(jnp.sum(past.valid.astype(jnp.int32)), past.valid.shape[-1] - 1)
+    return PastConstraints(prior=jax.tree.map(lambda rows, new: rows.at[slot].set(new), past.prior, prior),
+                           labels=past.labels.at[slot].set(jnp.asarray(labels, jnp.int32)),
+                           valid=past.valid.at[slot].set(True))
+
+
 @dataclasses.dataclass(frozen=True)
 class LossSettings:
     """Static (compile-time) loss settings shared by the whole population.
 
     num_samples: reparameterised samples per example (S).
     with_constraint: compute the clustering-constraint term (needs labels).
+    with_constraint_history: the constraint term is the mean cross-entropy over
+      the current constraint and the member's :class:`PastConstraints` (needs
+      ``with_constraint``); off, only the current constraint counts.
     with_alignment: compute the witness alignment term (needs a teacher).
     with_latent_recon: compute the latent reconstruction term.
     binarize: dynamic binarisation: every batch is redrawn as Bernoulli(x)
@@ -154,9 +203,13 @@ class LossSettings:
     with_alignment: bool = False
     with_latent_recon: bool = False
     binarize: bool = False
+    with_constraint_history: bool = False
 
     def __post_init__(self):
         check_int("num_samples", self.num_samples, minimum=1)
+        if self.with_constraint_history and not self.with_constraint:
+            raise ValueError("with_constraint_history=True needs with_constraint=True (the history is of "
+                             "clustering constraints).")
 
 
 @flax.struct.dataclass
@@ -193,6 +246,12 @@ def _kl_term(kl: jax.Array, kl_per_dim: jax.Array, obj: ObjectiveParams) -> jax.
     return jnp.where(obj.free_bits > 0, free, mean_kl)
 
 
+def _constraint_cross_entropy(prior: priors_lib.MixturePrior, mu: jax.Array, labels: jax.Array) -> jax.Array:
+    """-mean_b log p(labels_b | mu_b) under ``prior``'s component posterior (mu [B, d], labels [B]) -> scalar."""
+    log_post = jax.nn.log_softmax(priors_lib.component_log_probs(prior, mu), axis=-1)  # [B, J]
+    return -jnp.mean(jnp.take_along_axis(log_post, labels[:, None], axis=-1))
+
+
 def member_loss(
     trainable: dict,
     vae,
@@ -204,6 +263,7 @@ def member_loss(
     teacher_rows: jax.Array | None = None,
     witness=None,
     constraint_labels: jax.Array | None = None,
+    past: PastConstraints | None = None,
 ) -> tuple[jax.Array, LossAux]:
     """Loss of one member on a batch.
 
@@ -216,6 +276,9 @@ def member_loss(
       teacher_rows: [B, K] teacher rows of the batch (alignment only).
       constraint_labels: [B] int component index of each batch row under the
         member's clustering constraint (constraint term only).
+      past: the member's :class:`PastConstraints` with ``labels`` [H, B] the
+        batch rows (``with_constraint_history`` only): the constraint term is
+        then (CE_current + sum_h valid_h CE_h) / (1 + sum_h valid_h).
     Returns:
       (scalar loss, :class:`LossAux`).
     """
@@ -237,8 +300,11 @@ def member_loss(
 
     constraint = jnp.zeros((), jnp.float32)
     if settings.with_constraint:
-        log_post = jax.nn.log_softmax(priors_lib.component_log_probs(prior, mu), axis=-1)  # [B, J]
-        constraint = -jnp.mean(jnp.take_along_axis(log_post, constraint_labels[:, None], axis=-1))
+        constraint = _constraint_cross_entropy(prior, mu, constraint_labels)
+        if settings.with_constraint_history:
+            past_ce = jax.vmap(_constraint_cross_entropy, in_axes=(0, None, 0))(past.prior, mu, past.labels)  # [H]
+            count = 1.0 + jnp.sum(past.valid.astype(constraint.dtype))
+            constraint = (constraint + jnp.sum(jnp.where(past.valid, past_ce, 0.0))) / count
         loss = loss + obj.constraint_weight * constraint
 
     alignment = jnp.zeros((), jnp.float32)
@@ -272,12 +338,15 @@ def elbo_loss(vae, settings: LossSettings = LossSettings()):
 
     Returns ``loss_fn(trainable, member, batch, key) -> (loss, LossAux)``:
     :func:`member_loss` with the member's own objective settings and step
-    counter, and the batch's constraint labels, teacher rows and witness.
+    counter, and the batch's constraint labels, teacher rows and witness; with
+    ``settings.with_constraint_history``, the member's past constraints with
+    the batch's rows of their labels (``batch.past_labels``).
     """
 
     def loss_fn(trainable, member, batch, key):
+        past = member.past_constraints.replace(labels=batch.past_labels) if settings.with_constraint_history else None
         return member_loss(trainable, vae, member.objective, member.step, batch.x, key, settings,
                            batch.teacher if settings.with_alignment else None, batch.witness,
-                           batch.labels if settings.with_constraint else None)
+                           batch.labels if settings.with_constraint else None, past)
 
     return loss_fn

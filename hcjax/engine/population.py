@@ -98,6 +98,10 @@ class PopulationState:
     labels: [P, N] int32 component index of every training row under the
       member's clustering constraint (HCT), or None when no member uses the
       constraint term.
+    past_constraints: :class:`hcjax.engine.objectives.PastConstraints` per
+      member (priors [P, H, J, d...], labels [P, H, N], valid [P, H]): the
+      constraints a member was trained under before its current one, or None
+      unless the trainer's ``with_constraint_history`` is on.
     """
 
     params: dict
@@ -110,6 +114,7 @@ class PopulationState:
     history: History
     nonfinite_steps: jax.Array
     labels: jax.Array | None = None
+    past_constraints: objectives_lib.PastConstraints | None = None
 
     @property
     def learning_rate(self) -> jax.Array:
@@ -144,6 +149,9 @@ class TrainSettings:
     grad_clip: global-norm gradient clipping (<= 0 disables).
     with_constraint, with_alignment, with_latent_recon: compute the optional
       loss terms (each costs compute for every member when on).
+    with_constraint_history: the constraint term averages over every
+      constraint in a member's history (``state.past_constraints`` plus the
+      current one; needs ``with_constraint``).
     binarize: dynamic binarisation of every batch (see
       :class:`hcjax.engine.objectives.LossSettings`).
     eval_kl_samples, eval_is_samples: Monte Carlo sizes of the evaluation.
@@ -165,6 +173,7 @@ class TrainSettings:
     eval_kl_samples: int = 16
     eval_is_samples: int = 32
     member_chunk: int | str | None = "auto"
+    with_constraint_history: bool = False
 
     def __post_init__(self):
         if self.batch_size is not None:
@@ -174,12 +183,13 @@ class TrainSettings:
         check_int("num_samples", self.num_samples, minimum=1)
         check_int("eval_kl_samples", self.eval_kl_samples, minimum=1)
         check_int("eval_is_samples", self.eval_is_samples, minimum=1)
+        _ = self.loss  # the loss settings' own checks (with_constraint_history needs with_constraint)
 
     @property
     def loss(self) -> objectives_lib.LossSettings:
         """The static :class:`~hcjax.engine.objectives.LossSettings` these settings imply."""
         return objectives_lib.LossSettings(self.num_samples, self.with_constraint, self.with_alignment,
-                                           self.with_latent_recon, self.binarize)
+                                           self.with_latent_recon, self.binarize, self.with_constraint_history)
 
 
 @functools.lru_cache(maxsize=None)
@@ -218,6 +228,9 @@ def _check_train_inputs(model: ModelConfig, settings: TrainSettings, state: Popu
     if settings.with_constraint and state.labels.shape[-1] != data.shape[0]:
         raise ValueError(f"state.labels cover {state.labels.shape[-1]} training rows but data has {data.shape[0]}; "
                          "constraint labels give one component index per training row.")
+    if settings.with_constraint_history and state.past_constraints is None:
+        raise ValueError("settings.with_constraint_history=True needs state.past_constraints; build the population "
+                         "with this trainer's init_population.")
     if ctx is not None and ctx.teacher is not None and ctx.teacher.shape[0] != data.shape[0]:
         raise ValueError(f"ctx.teacher has {ctx.teacher.shape[0]} rows but data has {data.shape[0]}; "
                          "the teacher gives one row per training example.")
@@ -284,7 +297,7 @@ class Trainer:
         return train_round(self.step, state, data, ctx, num_steps, chunk)
 
     # ---- initialisation -------------------------------------------------
-    def _init_member(self, key, prior, objective, learning_rate, log_s2, history, labels):
+    def _init_member(self, key, prior, objective, learning_rate, log_s2, history, labels, past):
         k_net, k_train = jax.random.split(key)
         params = self.vae.init(k_net)
         trainable = {"params": params, "prior": prior, "log_s2": log_s2}
@@ -292,11 +305,15 @@ class Trainer:
         return PopulationState(
             params=params, prior=prior, log_s2=log_s2, opt_state=opt_state,
             key=jax.random.key_data(k_train), step=jnp.zeros((), jnp.int32), objective=objective,
-            history=history, nonfinite_steps=jnp.zeros((), jnp.int32), labels=labels,
+            history=history, nonfinite_steps=jnp.zeros((), jnp.int32), labels=labels, past_constraints=past,
         )
 
     def _init(self, keys, priors, objective, learning_rate, log_s2, history, labels):
-        return jax.vmap(self._init_member)(keys, priors, objective, learning_rate, log_s2, history, labels)
+        past = None
+        if self.settings.with_constraint_history:  # every member starts with an empty past: H slots, as its History
+            length = history.constraint_ids.shape[-1]
+            past = jax.vmap(lambda prior: objectives_lib.no_past_constraints(prior, labels.shape[-1], length))(priors)
+        return jax.vmap(self._init_member)(keys, priors, objective, learning_rate, log_s2, history, labels, past)
 
     def init_population(
         self,
@@ -319,7 +336,9 @@ class Trainer:
           objective: stacked :class:`ObjectiveParams` [P] (or one, broadcast).
           learning_rate: scalar or [P]. decoder_variance: s2, scalar or [P] (> 0).
           constraint_ids: [P] int ids of each member's first constraint
-            (default 0..P-1). history_length: H, slots in each history.
+            (default 0..P-1). history_length: H, slots in each history (and,
+            with ``with_constraint_history``, in each member's past
+            constraints, which start empty).
           labels: [P, N] int component index of every training row under each
             member's clustering constraint (required by ``with_constraint``).
         """

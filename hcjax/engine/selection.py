@@ -21,6 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hcjax.engine import objectives
 from hcjax.engine import population as pop
 from hcjax._validate import check_int
 
@@ -34,7 +35,7 @@ __all__ = [
     "reseed",
 ]
 
-FITNESS_KINDS = ("elbo", "margin", "consensus", "weighted")
+FITNESS_KINDS = ("elbo", "margin", "consensus", "weighted", "mutual_info", "durability")
 PARENT_METHODS = ("best", "rank", "tournament", "proportional")
 HEALTHY, COLLAPSED, NONFINITE = 0, 1, 2
 
@@ -54,6 +55,8 @@ def fitness(
     margin: jax.Array | None = None,
     consensus: jax.Array | None = None,
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    mutual_info: jax.Array | None = None,
+    durability: jax.Array | None = None,
 ) -> jax.Array:
     """Fitness per member [P] (higher is better).
 
@@ -64,18 +67,19 @@ def fitness(
       consensus: [P] mean ARI against the other members, needed by "consensus"/"weighted".
       weights: (w_elbo, w_margin, w_consensus) for "weighted"; a zero weight
         drops the term (its input may then be None).
+      mutual_info: [P] held-out mutual information I(x; z) (nats), needed by "mutual_info".
+      durability: [P] held-out mutual information (nats) after a short probe of
+        the single objective (constraint term off), needed by "durability".
     """
     if kind not in FITNESS_KINDS:
         raise ValueError(f"fitness kind must be one of {FITNESS_KINDS}, got {kind!r}.")
-    needs = {"margin": margin, "consensus": consensus}
+    needs = {"margin": margin, "consensus": consensus, "mutual_info": mutual_info, "durability": durability}
     if kind in needs and needs[kind] is None:
         raise ValueError(f"fitness kind {kind!r} needs the {kind!r} values; got None.")
     if kind == "elbo":
         return elbo
-    if kind == "margin":
-        return margin
-    if kind == "consensus":
-        return consensus
+    if kind in needs:
+        return needs[kind]
     total = jnp.zeros_like(elbo)
     for w, name, v in zip(weights, ("elbo", "margin", "consensus"), (elbo, margin, consensus)):
         if w == 0:
@@ -159,8 +163,14 @@ def reseed(
     history appends ``new_constraint_ids`` [K] and records the parent, age 0,
     and ``round_index`` as its birth round. Survivors age by one round.
     ``new_labels`` [K, N] are the children's constraint labels (required when
-    the state carries labels).
+    the state carries labels). When the state carries past constraints
+    (``state.past_constraints``, see
+    :class:`hcjax.engine.objectives.PastConstraints`), a child's past set is
+    its parent's with the parent's current prior and labels appended;
+    survivors' past sets are unchanged.
     """
+    if state.past_constraints is not None and state.labels is None:
+        raise ValueError("state.past_constraints needs state.labels (a past constraint is a prior and its labels).")
     if (state.labels is None) != (new_labels is None):
         raise ValueError("new_labels must be given exactly when the population carries constraint labels "
                          f"(state.labels is {'None' if state.labels is None else 'set'}).")
@@ -169,7 +179,11 @@ def reseed(
     slot = jnp.minimum(hist.num_constraints, hist.constraint_ids.shape[-1] - 1)
     ids = jax.vmap(lambda row, s, new: row.at[s].set(new))(hist.constraint_ids, slot, new_constraint_ids)
     k = parents.shape[0]
+    past = children.past_constraints
+    if past is not None:  # the parent's current constraint becomes the child's latest past one
+        past = jax.vmap(objectives.append_past_constraint)(past, children.prior, children.labels)
     children = children.replace(
+        past_constraints=past,
         prior=new_priors,
         labels=None if new_labels is None else new_labels.astype(jnp.int32),
         key=jax.vmap(jax.random.key_data)(keys),

@@ -51,12 +51,16 @@ class Batch:
       member's clustering constraint, or None when the population carries no
       labels. teacher: [B, K] teacher posterior rows, or None. witness: the
       certificate's witness head (shared by all members), or None.
+      past_labels: [H, B] int32 the rows' components under each of the
+      member's past constraints (``member.past_constraints.labels`` gathered
+      like ``labels``), or None when the population carries no past constraints.
     """
 
     x: jax.Array
     labels: jax.Array | None = None
     teacher: jax.Array | None = None
     witness: Any = None
+    past_labels: jax.Array | None = None
 
 
 LossFn = Callable[[dict, Any, Batch, jax.Array], tuple[jax.Array, Any]]
@@ -102,13 +106,16 @@ def make_member_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     def step(member, data: jax.Array, ctx: TrainingContext):
         key = jax.random.wrap_key_data(member.key)
         key, k_batch, k_loss = jax.random.split(key, 3)
+        past = getattr(member, "past_constraints", None)
         if batch_size is None:
             idx = None
-            batch = Batch(x=data, labels=member.labels, teacher=ctx.teacher, witness=ctx.witness)
+            batch = Batch(x=data, labels=member.labels, teacher=ctx.teacher, witness=ctx.witness,
+                          past_labels=None if past is None else past.labels)
         else:
             idx = jax.random.randint(k_batch, (batch_size,), 0, data.shape[0])
             batch = Batch(x=data[idx], labels=None if member.labels is None else member.labels[idx],
-                          teacher=None if ctx.teacher is None else ctx.teacher[idx], witness=ctx.witness)
+                          teacher=None if ctx.teacher is None else ctx.teacher[idx], witness=ctx.witness,
+                          past_labels=None if past is None else past.labels[:, idx])
         obj = member.objective
         trainable = trainable_of(member)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, member, batch, k_loss)

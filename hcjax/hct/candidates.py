@@ -74,10 +74,10 @@ def refit(c: CandidatesConfig, latents: jax.Array, keys: jax.Array, active: jax.
           with_labels: bool):
     """New constraints from latent means ``latents`` [K, N, d] (the first ``num_fit`` rows are fitted).
 
-    Returns (priors [K] with their fitted variances, labels [K, N] or None,
-    log-likelihood [K]).
+    Returns (priors [K] with their fitted variances times ``c.refit_variance_scale``, labels [K, N] or
+    None, log-likelihood [K]).
     """
     fits = clustering.fit_gmms(latents[:, :num_fit], keys, c.num_components, c.em_iters, num_active=active,
                                reg_covar=c.em_reg_covar)
     labels = predict_all(fits.gmm, latents) if with_labels else None
-    return gmm_priors(fits.gmm, 1.0, c.uniform_weights), labels, fits.log_likelihood
+    return gmm_priors(fits.gmm, c.refit_variance_scale, c.uniform_weights), labels, fits.log_likelihood

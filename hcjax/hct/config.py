@@ -23,11 +23,12 @@ import json
 
 from hcjax.engine.objectives import LATENT_RECON_SOURCES
 from hcjax.engine.population import TrainSettings
+from hcjax.engine.selection import FITNESS_KINDS
 from hcjax.hct.coerce import checked_section
 from hcjax.vae.models import ModelConfig
 
 __all__ = [
-    "trained_s2", "DEFAULT_S2_SCALE", "BINARIZE",
+    "trained_s2", "DEFAULT_S2_SCALE", "BINARIZE", "CONSTRAINT_HISTORY",
     "BASELINES", "FINAL_OBJECTIVES", "FITNESS_KINDS", "PARENT_METHODS", "DataConfig", "ModelSection",
     "ObjectiveConfig", "TrainingConfig", "PopulationConfig", "CandidatesConfig", "SelectionConfig",
     "FinalPhaseConfig", "CertificateConfig", "BaselinesConfig", "RunConfig", "HCTConfig", "SECTIONS",
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 FINAL_OBJECTIVES = ("fixed", "learnable", "standard_normal")
-FITNESS_KINDS = ("elbo", "margin", "consensus", "weighted")
 PARENT_METHODS = ("best", "rank", "tournament", "proportional")
 BASELINES = {
     "vanilla": "N(0, I) prior, beta = 1",
@@ -48,6 +48,7 @@ BASELINES = {
 }
 DEFAULT_S2_SCALE = 4.0  # objective.decoder_variance_scale when none is given (Gaussian decoder)
 BINARIZE = ("none", "static", "dynamic")
+CONSTRAINT_HISTORY = ("latest", "all")
 # options that may differ between a run and its resume (they do not change the result)
 REPRODUCIBILITY_IGNORED = ("run.devices", "run.checkpoint_every", "run.keep_checkpoints")
 
@@ -141,7 +142,17 @@ class CandidatesConfig:
     components: tuple[int, ...] = opt((2, 3, 4), "component counts cycled over candidates and refits")
     constraint_weight: float = opt(1.0, "weight of the clustering-constraint term in the rounds",
                                    "--constraint-weight")
+    constraint_history: str = opt("latest", "which of an HCT member's constraints its constraint term uses: latest "
+                                            "(its current one) or all (the mean cross-entropy over every "
+                                            "constraint in its history, each past one with the fixed prior and "
+                                            "labels it had when it was given; costs [P, H, N] labels of memory); "
+                                            "baselines always use their one constraint",
+                                  "--constraint-history", choices=CONSTRAINT_HISTORY)
     variance_scale: float = opt(0.1, "pool candidates' component variances are multiplied by this")
+    refit_variance_scale: float = opt(1.0, "refitted constraints' component variances are multiplied by this "
+                                           "(1: the fitted variances; 0.1, like the pool's, keeps refits as sharp "
+                                           "as the constraint they replace: fewer collapses at beta = 8 on digits, "
+                                           "at a cost in ELBO and probe accuracy)", "--refit-variance-scale")
     uniform_weights: bool = opt(True, "equal weights for every active component")
     num_candidates: int = opt(12, "M, candidate priors in the pool")
     em_iters: int = opt(100, "EM iterations per fit")
@@ -152,8 +163,10 @@ class CandidatesConfig:
 @dataclasses.dataclass(frozen=True)
 class SelectionConfig:
     """How members are ranked, pruned and reseeded between rounds."""
-    fitness: str = opt("elbo", "what selection ranks members by", "--fitness", choices=FITNESS_KINDS)
+    fitness: str = opt("mutual_info", "what selection ranks members by", "--fitness", choices=FITNESS_KINDS)
     fitness_weights: tuple[float, ...] = opt((1.0, 1.0, 1.0), "(elbo, margin, consensus) weights of 'weighted'")
+    durability_steps: int = opt(150, "steps of the single-objective probe (constraint term off, prior fixed) "
+                                     "whose end-of-probe MI is the 'durability' fitness", "--durability-steps")
     collapse_mi_threshold: float = opt(0.05, "nats of MI below which a member counts as collapsed")
     parent_selection: str = opt("rank", "how pruned slots choose parents", "--parent-selection",
                                 choices=PARENT_METHODS)
@@ -184,7 +197,8 @@ class CertificateConfig:
 @dataclasses.dataclass(frozen=True)
 class BaselinesConfig:
     """Baseline populations trained in lockstep with HCT on the same budget."""
-    methods: tuple[str, ...] = opt(("vanilla",), "baselines trained in lockstep ('none' on the CLI for none)",
+    methods: tuple[str, ...] = opt(("vanilla", "fixed_gmm", "free_bits"),
+                                   "baselines trained in lockstep ('none' on the CLI for none)",
                                    "--baselines", choices=tuple(BASELINES))
     annealing_fraction: float = opt(0.3, "KL warm-up length as a fraction of the budget")
     cyclical_cycles: int = opt(4, "cycles of cyclical annealing")

@@ -21,7 +21,7 @@ from hcjax.engine import selection, sharding
 from hcjax.hct.setup import HCTSetup
 from hcjax.vae import diagnostics, priors, representation
 
-__all__ = ["Evaluation", "evaluate", "rank", "to_record"]
+__all__ = ["Evaluation", "evaluate", "durability", "rank", "to_record"]
 
 
 @flax.struct.dataclass
@@ -34,7 +34,9 @@ class Evaluation:
     margin, certified: the certificate (None without one). nonfinite_steps:
     skipped steps. probe_accuracy, knn_accuracy, label_ari: representation
     quality against the labels (:mod:`hcjax.vae.representation`; None
-    without labels). fitness: selection fitness (higher is better). diverged:
+    without labels). durability: MI after the single-objective probe (fitness
+    "durability" only, else None). fitness: selection fitness (higher is better;
+    NaN for "durability" where no probe ran: baselines, end-of-run reports). diverged:
     bool, the member skipped a non-finite step or its ELBO, KL or MI is not
     finite (its other metrics are then not evidence of anything). collapsed:
     bool, not diverged and MI below the threshold or no active unit.
@@ -53,6 +55,7 @@ class Evaluation:
     probe_accuracy: jax.Array | None = None
     knn_accuracy: jax.Array | None = None
     label_ari: jax.Array | None = None
+    durability: jax.Array | None = None
 
 
 @jax.jit
@@ -82,12 +85,32 @@ def _label_metrics(probe_z, probe_y, z, y, assignments, num_classes: int, num_co
 _pairwise_ari_groups = jax.jit(jax.vmap(clustering.mean_pairwise_ari, in_axes=(0, None)), static_argnums=1)
 
 
-def _fitness(s: HCTSetup, elbo, margin, consensus) -> jax.Array:
+def _fitness(s: HCTSetup, elbo, margin, consensus, mutual_info, durability) -> jax.Array:
     sel = s.config.selection
+    if sel.fitness == "durability" and durability is None:  # no probe (baselines, end of run): ranks nothing
+        return jnp.full_like(elbo, jnp.nan)
     grid = lambda v: None if v is None else s.layout.by_group(v)
-    f = jax.vmap(lambda e, m, k: selection.fitness(sel.fitness, e, m, k, sel.fitness_weights))(
-        grid(elbo), grid(margin), grid(consensus))
+    f = jax.vmap(lambda e, m, k, i, d: selection.fitness(sel.fitness, e, m, k, sel.fitness_weights, i, d))(
+        grid(elbo), grid(margin), grid(consensus), grid(mutual_info), grid(durability))
     return f.reshape(-1)
+
+
+@jax.jit
+def _without_constraint(members: pop.PopulationState) -> pop.PopulationState:
+    obj = members.objective
+    return members.replace(objective=obj.replace(constraint_weight=jnp.zeros_like(obj.constraint_weight)))
+
+
+def durability(s: HCTSetup, members: pop.PopulationState, unit: int) -> jax.Array:
+    """[G * P] held-out MI (nats) of every member after ``selection.durability_steps`` single-objective steps.
+
+    The probe is a copy of the population trained with the constraint term off and its prior held fixed (the
+    final phase's default objective), from the members' own keys; the copy is thrown away, so the members and
+    their random streams are unchanged. Non-finite probes give non-finite values (ranked last).
+    """
+    probe, _ = s.trainer.train(_without_constraint(members), s.x_train, s.config.selection.durability_steps)
+    report = s.trainer.evaluate(probe, s.x_eval, s.member_keys("durability", unit))
+    return jnp.where(probe.nonfinite_steps > members.nonfinite_steps, jnp.nan, report.mutual_info)
 
 
 IS_CHUNK_BYTES = 2**30  # activations of one chunk of importance samples, all members together
@@ -136,14 +159,18 @@ def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.
         probe, knn, ari = _label_metrics(trainer.latent_means(members, lab.probe_x), lab.probe_y, latents,
                                          lab.heldout_y if heldout else lab.eval_y, assignments,
                                          lab.num_classes, s.config.candidates.num_components)
+    durable = None
+    if s.config.selection.fitness == "durability" and not heldout and trainer is s.trainer:
+        durable = durability(s, members, unit)
     finite = jnp.isfinite(report.elbo) & jnp.isfinite(report.kl) & jnp.isfinite(report.mutual_info)
     diverged = (members.nonfinite_steps > 0) | ~finite
     collapsed = ~diverged & ((report.mutual_info < s.config.selection.collapse_mi_threshold)
                              | (report.active_units == 0))
     return Evaluation(report=report, consensus=consensus, teacher_information=info, alignment_loss=loss,
                       margin=margin, certified=certified, nonfinite_steps=members.nonfinite_steps,
-                      fitness=_fitness(s, report.elbo, margin, consensus), diverged=diverged, collapsed=collapsed,
-                      probe_accuracy=probe, knn_accuracy=knn, label_ari=ari)
+                      fitness=_fitness(s, report.elbo, margin, consensus, report.mutual_info, durable),
+                      diverged=diverged, collapsed=collapsed, probe_accuracy=probe, knn_accuracy=knn, label_ari=ari,
+                      durability=durable)
 
 
 _rank_groups = jax.jit(jax.vmap(selection.rank))
@@ -165,7 +192,7 @@ def to_record(ev: Evaluation) -> dict:
         out["alignment_loss"] = host.alignment_loss.tolist()
         out["margin"] = host.margin.tolist()
         out["certified"] = host.certified.tolist()
-    for name in ("probe_accuracy", "knn_accuracy", "label_ari"):
+    for name in ("probe_accuracy", "knn_accuracy", "label_ari", "durability"):
         if getattr(host, name) is not None:
             out[name] = getattr(host, name).tolist()
     out["nonfinite_steps"] = host.nonfinite_steps.tolist()

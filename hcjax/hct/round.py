@@ -30,7 +30,7 @@ from hcjax.hct.setup import HCTSetup
 from hcjax.hct.state import HCTState
 from hcjax.vae import priors
 
-__all__ = ["SelectionEvent", "train", "select", "consensus", "final_phase", "end_rounds"]
+__all__ = ["SelectionEvent", "train", "select", "consensus", "final_population", "final_phase", "end_rounds"]
 
 
 @flax.struct.dataclass
@@ -144,8 +144,13 @@ def consensus(s: HCTSetup, state: HCTState, ev: Evaluation) -> jax.Array:
 
 
 @jax.jit
-def _final_population(state, source, codes, keys, standard):
-    """Slot i becomes a copy of member ``source[i]`` with objective ``codes[i]`` (0 fixed, 1 learnable, 2 N(0,I))."""
+def final_population(state, source, codes, keys, standard):
+    """Single-objective copies: slot i becomes member ``source[i]`` [n] under objective ``codes[i]`` [n].
+
+    Codes: 0 fixed prior, 1 learnable prior, 2 N(0, I) (``standard``, a J-component N(0, I) prior). Each copy
+    gets its key from ``keys`` [n], a zero constraint weight and a zeroed non-finite count; the rest (network,
+    optimizer state, history, labels) is the source member's.
+    """
     n = codes.shape[0]
     base = pop.take(state, source)
     is_std = codes == 2
@@ -168,7 +173,7 @@ def final_phase(s: HCTSetup, state: HCTState, chosen: jax.Array) -> HCTState:
     codes = jnp.tile(jnp.asarray([FINAL_OBJECTIVES.index(final_objective(s, j)) for j in range(p)], jnp.int32),
                      s.layout.num_groups)
     standard = priors.standard_normal(c.model.latent_dim, c.candidates.num_components)
-    members = _final_population(state.members, s.layout.repeat_chosen(chosen), codes, s.member_keys("final"),
+    members = final_population(state.members, s.layout.repeat_chosen(chosen), codes, s.member_keys("final"),
                                 standard)
     return state.replace(members=sharding.shard_population(members, s.mesh))
 

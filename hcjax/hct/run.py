@@ -90,8 +90,11 @@ def check_out_dir(config: HCTConfig, out_dir: str, resume: bool) -> int | None:
             raise CheckpointError(f"{ckpt.directory!r} already holds checkpoints (latest step {latest}); pass "
                                   "resume=True (--resume) to continue that run, or choose a new output directory.")
         if latest is not None:
-            saved = ckpt.read_meta()
-            diff = config_differences(saved.get("config", {}), config.flat_dict(), REPRODUCIBILITY_IGNORED)
+            saved = dict(ckpt.read_meta().get("config", {}))
+            # options added after the checkpoint was written count as unchanged while they keep their defaults
+            defaults = HCTConfig().flat_dict()
+            saved.update({k: v for k, v in config.flat_dict().items() if k not in saved and v == defaults.get(k)})
+            diff = config_differences(saved, config.flat_dict(), REPRODUCIBILITY_IGNORED)
             if diff:
                 raise CheckpointError(f"checkpoint directory {ckpt.directory!r} belongs to a different "
                                       f"configuration; differences (saved, current): {diff}. Use another --out or "

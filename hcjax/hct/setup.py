@@ -27,7 +27,7 @@ from hcjax.vae.models import ModelConfig
 
 __all__ = ["HCTSetup", "Certificate", "Labels", "setup", "load_data", "prepare_pixels", "KEY_NAMES", "PROBE_ROWS"]
 
-KEY_NAMES = ("candidates", "init", "baselines", "eval", "select", "final", "teacher", "refit")
+KEY_NAMES = ("candidates", "init", "baselines", "eval", "select", "final", "teacher", "refit", "durability")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +193,10 @@ def _certificate(c: HCTConfig, ds: data_lib.Dataset, key, n_eval: int, heldout, 
 def _trainers(c: HCTConfig, model: ModelConfig) -> tuple[pop.Trainer, pop.Trainer]:
     with_constraint = c.candidates.constraint_weight > 0
     binarize = c.data.binarization(c.model.likelihood) == "dynamic"
-    hct_settings = c.train.settings(with_constraint=with_constraint, binarize=binarize)
+    # only HCT members change constraints: the baselines never carry past constraints
+    with_history = with_constraint and c.candidates.constraint_history == "all"
+    hct_settings = c.train.settings(with_constraint=with_constraint, binarize=binarize,
+                                    with_constraint_history=with_history)
     base_settings = c.train.settings(with_constraint="fixed_gmm" in c.baselines.methods and with_constraint,
                                      with_latent_recon="latent_recon" in c.baselines.methods, binarize=binarize)
     trainer = pop.Trainer(model, hct_settings)

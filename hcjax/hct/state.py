@@ -30,7 +30,9 @@ __all__ = ["HCTState", "init", "place"]
 class HCTState:
     """One HCT run's state (member leaves [G * P, ...]; counters are int32 scalars).
 
-    members: the HCT population (group-major). baselines: the baseline
+    members: the HCT population (group-major; ``members.past_constraints`` holds
+    every member's past constraints when ``candidates.constraint_history="all"``,
+    else None). baselines: the baseline
     population [G * B * P] or None. unit: units done (rounds, then chunks of
     the final phase). next_constraint_id: id of the next refitted constraint
     (pool ids are 0..M-1). next_candidate: next pool index handed out by
@@ -61,6 +63,8 @@ def _hct_population(s: HCTSetup) -> pop.PopulationState:
     obj = jax.tree.map(lambda a: jnp.broadcast_to(a, (layout.size,)), obj)
     obj = obj.replace(beta=jnp.asarray(layout.per_group([g["beta"] for g in s.groups]), jnp.float32))
     labels = s.pool.labels[jnp.asarray(ids)] if c.candidates.constraint_weight > 0 else None
+    # with candidates.constraint_history="all" the trainer's with_constraint_history is on and every member
+    # starts with an empty set of past constraints of H = rounds + 1 slots (members.past_constraints)
     return s.trainer.init_population(
         s.member_keys("init"), pop.take(s.pool.priors, jnp.asarray(ids)), obj, c.train.learning_rate,
         layout.per_group([trained_s2(g) for g in s.groups]), constraint_ids=ids,

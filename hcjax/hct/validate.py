@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from hcjax._validate import check_int, check_nonnegative, check_positive, check_probability
 from hcjax.engine.objectives import LATENT_RECON_SOURCES
-from hcjax.hct.config import BASELINES, BINARIZE, FINAL_OBJECTIVES, FITNESS_KINDS, PARENT_METHODS, HCTConfig
+from hcjax.hct.config import (
+    BASELINES, BINARIZE, CONSTRAINT_HISTORY, FINAL_OBJECTIVES, FITNESS_KINDS, PARENT_METHODS, HCTConfig,
+)
 
 __all__ = ["validate"]
 
@@ -48,7 +50,9 @@ def _candidates(c: HCTConfig) -> None:
         check_int("candidates.components entry", j, minimum=1, maximum=k.num_components)
     check_int("candidates.num_candidates", k.num_candidates, minimum=1)
     check_nonnegative("candidates.constraint_weight", k.constraint_weight)
+    _one_of("candidates.constraint_history", k.constraint_history, CONSTRAINT_HISTORY)
     check_positive("candidates.variance_scale", k.variance_scale)
+    check_positive("candidates.refit_variance_scale", k.refit_variance_scale)
     check_int("candidates.em_iters", k.em_iters, minimum=1)
     check_positive("candidates.em_reg_covar", k.em_reg_covar)
     check_int("candidates.refit_points", k.refit_points, minimum=max(2, k.num_components))
@@ -64,6 +68,7 @@ def _selection(c: HCTConfig) -> None:
     if uses_margin and not c.certificate.enabled:
         raise ValueError(f"selection.fitness={s.fitness!r} uses the certificate margin; "
                          "set certificate.enabled=True.")
+    check_int("selection.durability_steps", s.durability_steps, minimum=1)
     check_nonnegative("selection.collapse_mi_threshold", s.collapse_mi_threshold)
     _one_of("selection.parent_selection", s.parent_selection, PARENT_METHODS)
     check_int("selection.tournament_size", s.tournament_size, minimum=1)

@@ -74,6 +74,13 @@ def test_fitness_kinds_and_weighted_sum():
         selection.fitness("margin", elbo)
     with pytest.raises(ValueError, match="fitness kind must be one of"):
         selection.fitness("likelihood", elbo)
+    mi, durable = jnp.array([0.5, 0.1, 0.3]), jnp.array([0.2, 0.4, 0.0])
+    np.testing.assert_array_equal(selection.fitness("mutual_info", elbo, margin, cons, mutual_info=mi), mi)
+    np.testing.assert_array_equal(selection.fitness("durability", elbo, margin, cons, mutual_info=mi,
+                                                    durability=durable), durable)
+    for kind in ("mutual_info", "durability"):
+        with pytest.raises(ValueError, match=f"needs the '{kind}'"):
+            selection.fitness(kind, elbo, margin, cons)
 
 
 def make_population(p=4):
@@ -114,6 +121,49 @@ def test_reseed_requires_labels_exactly_when_the_population_has_them():
     with pytest.raises(ValueError, match="new_labels must be given"):
         selection.reseed(state, jnp.array([3]), jnp.array([0]), pop.take(state.prior, jnp.array([0])),
                          jnp.array([9]), jax.random.split(jax.random.key(0), 1), jnp.int32(1))
+
+
+def test_reseed_appends_the_parents_current_constraint_to_the_childs_past_constraints():
+    """Child = parent's past constraints + the parent's current (prior, labels) in the next free slot; survivors
+    keep theirs; a full past set overwrites its last slot.
+
+    Catches: the child's NEW prior or labels appended instead of the parent's current ones, the pruned slot's
+    own past kept instead of the parent's (or an empty one), the entry written over slot 0 instead of the first
+    free slot, ``valid`` not set, survivors' past sets changed, and the past set dropped by reseed.
+    """
+    p, n = 4, 5
+    trainer = pop.Trainer(ModelConfig(kind="linear", data_dim=3, latent_dim=2),
+                          pop.TrainSettings(batch_size=8, with_constraint=True, with_constraint_history=True))
+    prior = priors.stack([priors.from_gmm([1.0, 1.0], [[i, 0.0], [-i, 0.0]], np.ones((2, 2))) for i in range(p)])
+    labels = np.arange(p)[:, None] * np.ones((p, n), np.int32)
+    state = trainer.init_population(jax.random.key(0), prior, objectives.objective_params(), 1e-3, 1.0,
+                                    constraint_ids=np.arange(p), history_length=3, labels=labels)
+    assert state.past_constraints.valid.shape == (p, 3) and not np.any(state.past_constraints.valid)
+    old = priors.from_gmm([1.0, 1.0], [[5.0, 5.0], [-5.0, 5.0]], np.ones((2, 2)))  # member 1 had one before
+    past1 = objectives.append_past_constraint(pop.take(state.past_constraints, 1), old, jnp.full((n,), 5, jnp.int32))
+    state = state.replace(past_constraints=jax.tree.map(lambda a, b: a.at[1].set(b), state.past_constraints, past1))
+    new_priors = lambda m: priors.stack([priors.from_gmm([1.0, 1.0], [[m, m], [-m, m]], np.ones((2, 2)))] * 2)
+    reseed = lambda st, pruned, parents, m: selection.reseed(
+        st, jnp.array(pruned), jnp.array(parents), new_priors(m), jnp.array([10, 11]),
+        jax.random.split(jax.random.key(5), 2), jnp.int32(1), jnp.full((2, n), m, jnp.int32))
+    out = reseed(state, [2, 3], [0, 1], 7.0)
+    past = out.past_constraints
+    np.testing.assert_array_equal(past.valid, [[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0]])
+    np.testing.assert_array_equal(past.prior.means[2, 0], prior.means[0])  # parent 0's current prior
+    np.testing.assert_array_equal(past.labels[2, 0], labels[0])
+    np.testing.assert_array_equal(past.prior.means[3, 0], old.means)  # parent 1's past, then its current one
+    np.testing.assert_array_equal(past.prior.means[3, 1], prior.means[1])
+    np.testing.assert_array_equal(past.labels[3, :2], [[5] * n, labels[1]])
+    for a, b in zip(jax.tree.leaves(pop.take(past, jnp.array([0, 1]))),
+                    jax.tree.leaves(pop.take(state.past_constraints, jnp.array([0, 1])))):
+        np.testing.assert_array_equal(a, b)  # survivors untouched
+    # a child of member 3 fills the last slot; a child of that one overwrites it (as History does)
+    once = reseed(out, [0, 1], [3, 3], 8.0)
+    np.testing.assert_array_equal(once.past_constraints.prior.means[0, 2], new_priors(7.0).means[1])
+    twice = reseed(once, [2, 3], [0, 0], 9.0)
+    np.testing.assert_array_equal(twice.past_constraints.valid[2], [1, 1, 1])
+    np.testing.assert_array_equal(twice.past_constraints.prior.means[2, 2], new_priors(8.0).means[0])
+    np.testing.assert_array_equal(twice.past_constraints.labels[2], [[5] * n, labels[1], [8] * n])
 
 
 def test_choose_parents_bad_input():

@@ -77,3 +77,29 @@ def test_evaluate_with_one_raw_key_and_two_members():
     np.testing.assert_array_equal(raw.mutual_info, typed.mutual_info)
     split = trainer.evaluate(state, x, jax.random.split(jax.random.wrap_key_data(jax.random.PRNGKey(5)), 2))
     np.testing.assert_array_equal(raw.log_likelihood, split.log_likelihood)
+
+
+def test_the_step_gathers_the_batch_rows_of_every_past_constraints_labels():
+    """A loss that returns what it sees: the batch's past labels are the member's past labels at the same rows
+    as its current labels (labels = row index, past labels of slot h = 100 (h + 1) + row index).
+
+    Catches: past labels not gathered (all N rows), gathered on the wrong axis, with other rows than the
+    current labels (e.g. a fresh random index), or left out of the Batch.
+    """
+    def spy_loss(trainable, member, batch, key):
+        return jnp.sum(trainable["log_s2"]) * 0.0, {"labels": batch.labels, "past": batch.past_labels}
+
+    settings = population.TrainSettings(batch_size=8, with_constraint=True, with_constraint_history=True)
+    trainer = population.Trainer(CFG, settings, loss_fn=spy_loss)
+    n, p = 40, 2
+    state = trainer.init_population(jax.random.key(0), priors.stack([priors.standard_normal(2)] * p),
+                                    objectives.objective_params(), 1e-2, 1.0, history_length=3,
+                                    labels=np.tile(np.arange(n), (p, 1)))
+    assert state.past_constraints.labels.shape == (p, 3, n) and not np.any(state.past_constraints.valid)
+    rows = np.arange(n)
+    past_labels = np.broadcast_to(100 * np.arange(1, 4)[:, None] + rows, (p, 3, n))
+    past = state.past_constraints.replace(labels=jnp.asarray(past_labels, jnp.int32))
+    _, aux = trainer.train(state.replace(past_constraints=past), jax.random.normal(jax.random.key(1), (n, 4)), 2)
+    labels, seen = np.asarray(aux["labels"]), np.asarray(aux["past"])  # [T, P, B], [T, P, H, B]
+    assert seen.shape == (2, p, 3, 8)
+    np.testing.assert_array_equal(seen, 100 * np.arange(1, 4)[None, None, :, None] + labels[:, :, None, :])

@@ -120,3 +120,20 @@ def test_cli_flags_override_the_config_file_and_keep_the_rest(tmp_path):
     assert config.objective.beta == 2.0 and config.population.size == 4 and config.model.hidden == (8, 8)
     assert config.population.rounds == 5 and config.population.num_pruned == 1 and config.run.seed == 9
     assert _train_config(["--config", path]) == HCTConfig.load_json(path)
+
+
+def test_constraint_history_option_flag_and_its_one_line_error():
+    """Catches: the option missing its flag or choices, "latest" not the default, and a bad value accepted by
+    validate (or refused without naming the option and its flag on one line)."""
+    from hcjax.cli.train import _with_flag_names
+
+    assert HCTConfig().candidates.constraint_history == "latest"
+    assert _parse(["--constraint-history", "all"]) == {"candidates.constraint_history": "all"}
+    assert _train_config(["--constraint-history", "all"]).candidates.constraint_history == "all"
+    with pytest.raises(SystemExit):  # argparse's choices
+        _parse(["--constraint-history", "every"])
+    with pytest.raises(ValueError) as info:
+        HCTConfig.from_dict({"constraint_history": "every"}).validate()
+    message = _with_flag_names(str(info.value))
+    assert message == ("--constraint-history (candidates.constraint_history) must be one of ('latest', 'all'), "
+                       "got 'every'.")
