@@ -175,7 +175,7 @@ def no_past_constraints(prior: priors_lib.MixturePrior, num_rows: int, length: i
 def append_past_constraint(past: PastConstraints, prior: priors_lib.MixturePrior, labels: jax.Array) -> PastConstraints:
     """One member's ``past`` with (``prior`` [J], [J, d]; ``labels`` [N]) in its first free slot.
 
-    When all H slots are used the last one is overwritten (as :class:`hcjax.engine.population.History` does).
+    When all H slots are used the last one is overwritten (as :class:`hcjax.engine.lineage.History` does).
     """
     slot = jnp.minimum(jnp.sum(past.valid.astype(jnp.int32)), past.valid.shape[-1] - 1)
     return PastConstraints(prior=jax.tree.map(lambda rows, new: rows.at[slot].set(new), past.prior, prior),

@@ -32,6 +32,7 @@ import optax
 
 from hcjax.vae import diagnostics
 from hcjax.engine import objectives as objectives_lib
+from hcjax.engine.lineage import History, new_history
 from hcjax.engine.member_groups import AUTO_GROUP_BYTES, auto_member_chunk, member_activation_bytes
 from hcjax.engine.step import LossFn, make_member_step, member_group_size, train_round, tree_where
 from hcjax.vae import priors as priors_lib
@@ -40,7 +41,7 @@ from hcjax.vae.models import ModelConfig, VAE, make_vae
 
 __all__ = [
     "AUTO_GROUP_BYTES",  # re-exported from hcjax.engine.member_groups
-    "History",
+    "History",  # re-exported from hcjax.engine.lineage
     "auto_member_chunk",  # re-exported from hcjax.engine.member_groups
     "member_activation_bytes",  # re-exported from hcjax.engine.member_groups
     "PopulationState",
@@ -49,37 +50,11 @@ __all__ = [
     "Trainer",
     "make_optimizer",
     "member_group_size",  # re-exported from hcjax.engine.step
-    "new_history",
+    "new_history",  # re-exported from hcjax.engine.lineage
     "population_size",
     "take",
     "tree_where",  # re-exported from hcjax.engine.step
 ]
-
-
-@flax.struct.dataclass
-class History:
-    """A member's lineage, in fixed-size arrays so it lives inside the pytree.
-
-    constraint_ids: [H] int32, ids of the clustering constraints (candidate
-      priors) the member has been trained under, in order; -1 marks empty slots.
-    num_constraints: int32, how many entries of ``constraint_ids`` are used.
-    parent: int32, population slot of the parent at the last reseed (-1: none).
-    age: int32, rounds survived since the member (re)started in its slot.
-    born_round: int32, round at which it was (re)seeded (0 for the initial members).
-    """
-
-    constraint_ids: jax.Array
-    num_constraints: jax.Array
-    parent: jax.Array
-    age: jax.Array
-    born_round: jax.Array
-
-
-def new_history(constraint_id: int | jax.Array, length: int) -> History:
-    """History of a fresh member trained under one constraint."""
-    ids = jnp.full((length,), -1, jnp.int32).at[0].set(jnp.asarray(constraint_id, jnp.int32))
-    zero = jnp.zeros((), jnp.int32)
-    return History(ids, jnp.ones((), jnp.int32), jnp.full((), -1, jnp.int32), zero, zero)
 
 
 @flax.struct.dataclass

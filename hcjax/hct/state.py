@@ -2,7 +2,7 @@
 
 Everything that changes while HCT runs lives here, as arrays: both
 populations (each member's network, prior, optimizer state, key, objective
-and lineage in its :class:`~hcjax.engine.population.History`), the number of
+and lineage in its :class:`~hcjax.engine.lineage.History`), the number of
 units done, the constraint id and pool counters, and the consensus member of
 every group. A checkpoint saves exactly this state (plus the recorder's
 metrics), and a resumed run continues from it. Functions that advance it
