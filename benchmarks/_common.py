@@ -128,3 +128,26 @@ def disable_persistent_cache() -> None:
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
+
+
+def profiled_train(args: list[str], env: dict | None = None, timeout: float = 3600) -> tuple[float, dict]:
+    """Run ``hcjax train ARGS --out TMP --profile --no-figures --quiet`` in a fresh process.
+
+    Returns (wall seconds of the process, its ``profile.json``); the output folder is removed. Exits with the
+    run's stderr tail when it fails.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    out = tempfile.mkdtemp(prefix="hcjax-bench-")
+    cmd = [sys.executable, "-m", "hcjax.cli", "train", *args, "--out", out, "--profile", "--no-figures", "--quiet"]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if res.returncode:
+        raise SystemExit(f"hcjax train {' '.join(args)} failed:\n{res.stderr[-2000:]}")
+    with open(os.path.join(out, "profile.json")) as f:
+        profile = json.load(f)
+    shutil.rmtree(out, ignore_errors=True)
+    return wall, profile

@@ -6,10 +6,14 @@ prior whose KL is estimated by Monte Carlo (one reparameterised sample), Adam
 with global-norm clipping 10, batch B drawn with replacement per member and
 step. Implementations, measured in the same process, interleaved, for every P:
 
-  (a) hcjax: ``Trainer.train``, one jitted ``lax.scan`` over T steps of a
-      ``vmap`` over the P members.
-  (a') hcjax_grouped: the same, with ``TrainSettings(member_chunk=C)``: a
-      ``lax.map`` over groups of C members of the scan-of-vmap (P > C only).
+  (a) hcjax: ``Trainer.train`` as a user gets it (``TrainSettings`` defaults,
+      ``member_chunk="auto"``): one jitted program, a loop over groups of
+      members (the group size chosen from the member's size and P), each a
+      ``lax.scan`` over T steps of a ``vmap`` over the group, read from and
+      written back into the population in place; one group (a plain
+      scan-of-vmap) when the whole population fits.
+  (a') hcjax_one_vmap: the same with ``member_chunk=None``: one ``vmap`` over
+      all P members (timed only where (a) uses groups).
   (b) jax_loop: one member's step written from ``objectives.member_loss`` and
       optax, jitted once, called in a Python loop over members (and steps).
   (c) torch_loop: PyTorch eager, same architecture/objective/optimizer, a
@@ -90,7 +94,7 @@ def analytic_flops(data_dim, hidden, latent, batch):
 # ----------------------------------------------------------------------------- JAX implementations
 
 
-def jax_setup(shape, p, seed=0, member_chunk=None):
+def jax_setup(shape, p, seed=0, member_chunk="auto"):
     import jax
     import jax.numpy as jnp
 
@@ -416,9 +420,13 @@ def step_breakdown(shape, trainer, state, data, repeats=3):
     return timings
 
 
-def _member_group_size(p, chunk):
-    from hcjax.engine.population import member_group_size
+def trainer_group_size(trainer, state, data) -> int:
+    """Members vmapped together by ``trainer`` (its ``member_chunk``, "auto" resolved for this P and data)."""
+    from hcjax.engine.population import auto_member_chunk, member_group_size, population_size
 
+    chunk, p = trainer.settings.member_chunk, population_size(state)
+    if chunk == "auto":
+        chunk = auto_member_chunk(trainer.model, trainer.settings, p, data.shape[0])
     return member_group_size(p, chunk)
 
 
@@ -438,7 +446,8 @@ def measure_population(shape, p, steps, repeats, with_torch, events, data_np):
     res = {"P": p, "steps_per_call": steps}
 
     # (a) hcjax -------------------------------------------------------------
-    trainer, state = jax_setup(shape, p)
+    trainer, state = jax_setup(shape, p, member_chunk=shape["member_chunk"])
+    res["hcjax_group_size"] = trainer_group_size(trainer, state, data)
     jax.block_until_ready(state)
     c0, s0 = events.snapshot()
     t_first, (state, aux) = timed(lambda: jax.block_until_ready(trainer.train(state, data, steps)))
@@ -464,19 +473,17 @@ def measure_population(shape, p, steps, repeats, with_torch, events, data_np):
         jax.block_until_ready(state)
 
     runners["hcjax"] = run_a
-    chunk = shape.get("member_chunk")
-    if chunk and p > chunk:  # (a') the same program with members trained in groups (TrainSettings.member_chunk)
-        trainer_g, state_g = jax_setup(shape, p, member_chunk=chunk)
-        t_first_g, (state_g, _) = timed(lambda: jax.block_until_ready(trainer_g.train(state_g, data, steps)))
-        res["hcjax_grouped_first_call_seconds"] = t_first_g
-        res["hcjax_grouped_group_size"] = _member_group_size(p, chunk)
+    if res["hcjax_group_size"] < p:  # (a') the same members in one vmap (member_chunk=None)
+        trainer_v, state_v = jax_setup(shape, p, member_chunk=None)
+        t_first_v, (state_v, _) = timed(lambda: jax.block_until_ready(trainer_v.train(state_v, data, steps)))
+        res["hcjax_one_vmap_first_call_seconds"] = t_first_v
 
-        def run_g():
-            nonlocal state_g
-            state_g, _ = trainer_g.train(state_g, data, steps)
-            jax.block_until_ready(state_g)
+        def run_v():
+            nonlocal state_v
+            state_v, _ = trainer_v.train(state_v, data, steps)
+            jax.block_until_ready(state_v)
 
-        runners["hcjax_grouped"] = run_g
+        runners["hcjax_one_vmap"] = run_v
     runners["jax_loop"] = lambda: loop_run(steps)
     if with_torch:
         import torch
@@ -531,8 +538,11 @@ def hct_round_compiles(events):
             "per_unit": per_unit, "wall_seconds": time.perf_counter() - t}
 
 
-def memory_probe(shape, p, steps):
-    """Run in a fresh process: RSS before building the population, and peak RSS after compile + training."""
+def memory_probe(shape, p, steps, donate=False):
+    """Run in a fresh process: RSS before building the population, and peak RSS after compile + training.
+
+    Also the peak after init and after compiling the training program (before it runs), which separate the
+    compilers' one-time memory from the buffers that grow with P."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -543,13 +553,47 @@ def memory_probe(shape, p, steps):
     jax.block_until_ready(data)
     reset = _reset_peak_rss()  # Linux keeps ru_maxrss across fork+exec: the parent's peak would leak in
     before = _peak_rss_mb()
-    trainer, state = jax_setup(shape, p)
-    state, _ = trainer.train(state, data, steps)
+    trainer, state = jax_setup(shape, p, member_chunk=shape["member_chunk"])
+    jax.block_until_ready(state)
+    after_init = _peak_rss_mb()
+    buffers = xla_buffer_sizes(trainer, state, data, steps, donate)  # compiles the program train runs
+    after_compile = _peak_rss_mb()
+    state, _ = trainer.train(state, data, steps, donate=donate)
     jax.block_until_ready(state)
     after = _peak_rss_mb()
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
-    return {"P": p, "rss_before_mb": before, "peak_rss_mb": after, "peak_delta_mb": after - before,
-            "population_state_mb": state_bytes / 2**20, "peak_reset": reset}
+    return {"P": p, "group_size": trainer_group_size(trainer, state, data), "rss_before_mb": before,
+            "peak_rss_mb": after, "peak_delta_mb": after - before, "peak_delta_after_init_mb": after_init - before,
+            "peak_delta_after_compile_mb": after_compile - before, "population_state_mb": state_bytes / 2**20,
+            "peak_reset": reset, "xla_buffers_mb": buffers}
+
+
+def xla_buffer_sizes(trainer, state, data, steps, donate=False) -> dict:
+    """What the compiled training program holds (XLA's memory analysis, MB): its arguments (state, data),
+    outputs (new state, per-step aux), temporaries (activations, gradients, group copies) and aliased bytes."""
+    from hcjax.engine.objectives import TrainingContext
+
+    program = trainer.train_round_donating if donate else trainer.train_round
+    compiled = program.lower(state, data, TrainingContext(), num_steps=steps).compile()
+    m = compiled.memory_analysis()
+    if m is None:
+        return {}
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes",
+              "generated_code_size_in_bytes")
+    return {f.replace("_size_in_bytes", ""): getattr(m, f) / 2**20 for f in fields if hasattr(m, f)}
+
+
+def run_memory_probe(args, p: int, chunk, donate: bool) -> dict:
+    """:func:`memory_probe` for population ``p``, member_chunk ``chunk`` and ``Trainer.train(donate=...)`` in a
+    fresh subprocess."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", str(p), "--data-dim",
+           str(args.data_dim), "--hidden", args.hidden, "--latent-dim", str(args.latent_dim), "--components",
+           str(args.components), "--batch", str(args.batch), "--num-rows", str(args.num_rows),
+           "--member-steps", str(args.member_steps), "--member-chunk", "none" if chunk is None else str(chunk)] + (["--donate"] if donate else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        return {"P": p, "member_chunk": chunk, "donate": donate, "error": out.stderr[-1000:]}
+    return {"member_chunk": chunk, "donate": donate, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 def _reset_peak_rss() -> bool:
@@ -584,8 +628,8 @@ def parse(argv=None):
     ap.add_argument("--hidden", default="256,256")
     ap.add_argument("--latent-dim", type=int, default=8)
     ap.add_argument("--components", type=int, default=8, help="J, GMM prior components")
-    ap.add_argument("--member-chunk", type=int, default=16, dest="member_chunk",
-                    help="also time (a') hcjax with TrainSettings(member_chunk=C) for P > C (0: skip)")
+    ap.add_argument("--member-chunk", default="auto", dest="member_chunk", type=_chunk_arg,
+                    help="(a)'s TrainSettings.member_chunk: 'auto' (the library default), an int, or 'none'")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--num-rows", type=int, default=8192, help="rows of the shared training array")
     ap.add_argument("--member-steps", type=int, default=512,
@@ -599,16 +643,31 @@ def parse(argv=None):
     ap.add_argument("--name", default="population_throughput", help="output file stem in benchmarks/results")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (P=1,4; few steps); not for reporting")
     ap.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--donate", action="store_true", help=argparse.SUPPRESS)  # for --memory-probe
     return ap.parse_args(argv)
+
+
+def _chunk_arg(text: str):
+    """--member-chunk: 'auto', 'none' (one vmap) or a positive int."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or a positive integer, got {text!r}")
+    return value
 
 
 def main(argv=None) -> int:
     args = parse(argv)
     shape = {"data_dim": args.data_dim, "hidden": [int(h) for h in args.hidden.split(",")],
              "latent_dim": args.latent_dim, "components": args.components, "batch": args.batch,
-             "num_rows": args.num_rows, "elbo_samples": 1, "member_chunk": args.member_chunk or None}
+             "num_rows": args.num_rows, "elbo_samples": 1, "member_chunk": args.member_chunk}
     if args.memory_probe is not None:
-        print(json.dumps(memory_probe(shape, args.memory_probe, max(2, args.member_steps // args.memory_probe))))
+        print(json.dumps(memory_probe(shape, args.memory_probe, max(2, args.member_steps // args.memory_probe),
+                                      args.donate)))
         return 0
     populations = [int(p) for p in args.populations.split(",")]
     if args.quick:
@@ -645,12 +704,10 @@ def main(argv=None) -> int:
         a = sps["hcjax"]
         res["gflops_hcjax"] = flops["total"] * p / a / 1e9
         res["ratio_b_over_a"] = sps["jax_loop"] / a
-        if "hcjax_grouped" in sps:  # (a'): the best hcjax configuration against the loops
-            g = sps["hcjax_grouped"]
-            res["gflops_hcjax_grouped"] = flops["total"] * p / g / 1e9
-            res["ratio_b_over_grouped"] = sps["jax_loop"] / g
-            if with_torch:
-                res["ratio_c_over_grouped"] = sps["torch_loop"] / g
+        if "hcjax_one_vmap" in sps:  # (a'): one vmap over all P, against (a)'s groups
+            v = sps["hcjax_one_vmap"]
+            res["gflops_hcjax_one_vmap"] = flops["total"] * p / v / 1e9
+            res["ratio_one_vmap_over_a"] = v / a
         if with_torch:
             res["ratio_c_over_a"] = sps["torch_loop"] / a
             res["ratio_d_over_a"] = sps["torch_vmap"] / a
@@ -658,10 +715,10 @@ def main(argv=None) -> int:
         print(f"P={p:4d} T={steps:4d}  " + "  ".join(f"{k}={v * 1e3:9.2f} ms/step" for k, v in sps.items()) +
               f"  (b)/(a)={res['ratio_b_over_a']:.2f}" +
               (f"  (c)/(a)={res['ratio_c_over_a']:.2f}  (d)/(a)={res['ratio_d_over_a']:.2f}" if with_torch else "") +
-              (f"  (b)/(a')={res['ratio_b_over_grouped']:.2f}"
-               + (f"  (c)/(a')={res['ratio_c_over_grouped']:.2f}" if with_torch else "")
-               + f"  (a') {res['gflops_hcjax_grouped']:.1f} GFLOP/s" if "hcjax_grouped" in sps else "") +
-              f"  hcjax {res['gflops_hcjax']:.1f} GFLOP/s, compile {res['hcjax_backend_compile_seconds']:.2f}s, "
+              (f"  (a')/(a)={res['ratio_one_vmap_over_a']:.2f}  (a') {res['gflops_hcjax_one_vmap']:.1f} GFLOP/s"
+               if "hcjax_one_vmap" in sps else "") +
+              f"  hcjax (groups of {res['hcjax_group_size']}) {res['gflops_hcjax']:.1f} GFLOP/s, "
+              f"compile {res['hcjax_backend_compile_seconds']:.2f}s, "
               f"later-call compiles {res['hcjax_compile_events_later_calls']}", flush=True)
         for name, t in sps.items():
             rows.append({"P": p, "implementation": name, "steps_per_call": steps, "seconds_per_step": t,
@@ -682,16 +739,10 @@ def main(argv=None) -> int:
     if not args.no_memory:
         mem = []
         for p in populations:
-            cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", str(p), "--data-dim",
-                   str(args.data_dim), "--hidden", args.hidden, "--latent-dim", str(args.latent_dim), "--components",
-                   str(args.components), "--batch", str(args.batch), "--num-rows", str(args.num_rows),
-                   "--member-steps", str(args.member_steps)]
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-            if out.returncode != 0:
-                mem.append({"P": p, "error": out.stderr[-1000:]})
-            else:
-                mem.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"memory P={p}: {mem[-1]}", flush=True)
+            # (a)'s setting, the same with the input state donated, then one vmap
+            for chunk, donate in dict.fromkeys(((args.member_chunk, False), (args.member_chunk, True), (None, False))):
+                mem.append(run_memory_probe(args, p, chunk, donate))
+                print(f"memory P={p} member_chunk={chunk} donate={donate}: {mem[-1]}", flush=True)
         payload["memory"] = {"method": "peak RSS (VmHWM, reset at the start) in a fresh subprocess per P; "
                                        "delta = peak after init+compile+train minus RSS before building the "
                                        "population (jax imported, data on device)", "per_P": mem}

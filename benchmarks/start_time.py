@@ -12,34 +12,23 @@ breakdown (``--profile``). Output: benchmarks/results/start_time.{json,csv}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import load, machine_info, wait_for_quiet, write_outputs  # noqa: E402
+from _common import load, machine_info, profiled_train, wait_for_quiet, write_outputs  # noqa: E402
 
 CASES = ("cache off", "cache cold", "cache warm")
+BASE = CASES[0]
 
 
 def one_run(case: str, cache_dir: str, extra: list[str]) -> dict:
-    out = tempfile.mkdtemp(prefix="hcjax-start-")
     env = dict(os.environ, HCJAX_COMPILATION_CACHE="0" if case == "cache off" else cache_dir)
     if case == "cache cold":
         shutil.rmtree(cache_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "hcjax.cli", "train", "--out", out, "--profile", "--no-figures", "--quiet", *extra]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - t0
-    if res.returncode:
-        raise SystemExit(f"{case}: hcjax train failed:\n{res.stderr[-2000:]}")
-    with open(os.path.join(out, "profile.json")) as f:
-        prof = json.load(f)
-    shutil.rmtree(out, ignore_errors=True)
+    wall, prof = profiled_train(extra, env=env, timeout=1800)
     return {"case": case, "wall_seconds": wall, "profile_wall_seconds": prof["wall_seconds"],
             "compile_seconds": prof["compile_seconds"], "compile_count": prof["compile_count"],
             "cache_hits": prof["cache_hits"], "cache_misses": prof["cache_misses"],
@@ -60,14 +49,14 @@ def main(argv=None) -> int:
         for case in CASES:
             rows.append({"repeat": r, **one_run(case, cache_dir, extra)})
             x = rows[-1]
-            print(f"{case:11s} {x['wall_seconds']:7.1f} s wall, {x['compile_seconds']:6.1f} s compiling "
+            print(f"{case:13s} {x['wall_seconds']:7.1f} s wall, {x['compile_seconds']:6.1f} s compiling "
                   f"({x['compile_count']} compilations, cache {x['cache_hits']} hits / {x['cache_misses']} misses)",
                   flush=True)
     shutil.rmtree(cache_dir, ignore_errors=True)
     med = {c: sorted(x["wall_seconds"] for x in rows if x["case"] == c)[args.repeats // 2] for c in CASES}
-    ratios = {c: med[c] / med["cache off"] for c in CASES}
+    ratios = {c: med[c] / med[BASE] for c in CASES}
     for c in CASES:
-        print(f"{c:11s} median {med[c]:7.1f} s = {ratios[c]:.2f} x cache off ({100 * (1 - ratios[c]):+.0f}% faster)")
+        print(f"{c:13s} median {med[c]:7.1f} s = {ratios[c]:.2f} x {BASE} ({100 * (1 - ratios[c]):+.0f}% faster)")
     write_outputs("start_time", {"machine": machine_info(), "load_gate": gate, "load_after": load(),
                                  "median_wall_seconds": med, "ratio_to_cache_off": ratios, "rows": rows,
                                  "command": "python benchmarks/start_time.py " + " ".join(argv)},

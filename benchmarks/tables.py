@@ -14,7 +14,7 @@ import os
 import sys
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-IMPLS = (("hcjax", "(a) hcjax"), ("hcjax_grouped", "(a') hcjax, member groups"), ("jax_loop", "(b) JAX loop"),
+IMPLS = (("hcjax", "(a) hcjax (auto groups)"), ("hcjax_one_vmap", "(a') hcjax, one vmap"), ("jax_loop", "(b) JAX loop"),
          ("torch_loop", "(c) torch loop"), ("torch_vmap", "(d) torch.func.vmap"))
 
 
@@ -40,19 +40,18 @@ def throughput(name: str) -> list[str]:
              f"{d['matmul_rate_end']['gflops']:.1f} at the end (jitted 2048 x 2048 float32 `jnp.dot`). "
              f"Command: `{d['command'].strip()}`.", "",
              "Milliseconds per population step (median of interleaved repeats; T steps per timed call):", "",
-             "| P | T | " + " | ".join(label for _, label in IMPLS) + " | (b)/(a) | (c)/(a) | (b)/(a') | (c)/(a') | "
-             "(a) GFLOP/s (% of matmul) | (a') GFLOP/s (%) | compile (a) s |",
+             "| P | T | group | " + " | ".join(label for _, label in IMPLS) + " | (b)/(a) | (c)/(a) | (d)/(a) | "
+             "(a')/(a) | (a) GFLOP/s (% of matmul) | compile (a) s |",
              "|" + "---|" * (len(IMPLS) + 9)]
     for r in d["results"]:
         sps = r["seconds_per_step"]
         cells = [f"{sps[k] * 1e3:.2f}" if k in sps else "-" for k, _ in IMPLS]
-        a, g = sps["hcjax"], sps.get("hcjax_grouped")
+        a = sps["hcjax"]
         gf_a = fl["total"] * r["P"] / a / 1e9
-        ratio = lambda num, den: f"{sps[num] / den:.2f}" if (num in sps and den) else "-"  # noqa: E731
-        gf_g = f"{fl['total'] * r['P'] / g / 1e9:.1f} ({100 * fl['total'] * r['P'] / g / 1e9 / rate:.0f}%)" if g else "-"
-        lines.append(f"| {r['P']} | {r['steps_per_call']} | " + " | ".join(cells) +
-                     f" | {ratio('jax_loop', a)} | {ratio('torch_loop', a)} | {ratio('jax_loop', g)} | "
-                     f"{ratio('torch_loop', g)} | {gf_a:.1f} ({100 * gf_a / rate:.0f}%) | {gf_g} | "
+        ratio = lambda num: f"{sps[num] / a:.2f}" if num in sps else "-"  # noqa: E731
+        lines.append(f"| {r['P']} | {r['steps_per_call']} | {r.get('hcjax_group_size', '-')} | " + " | ".join(cells) +
+                     f" | {ratio('jax_loop')} | {ratio('torch_loop')} | {ratio('torch_vmap')} | "
+                     f"{ratio('hcjax_one_vmap')} | {gf_a:.1f} ({100 * gf_a / rate:.0f}%) | "
                      f"{r['hcjax_backend_compile_seconds']:.2f} |")
     lines.append("")
     if "step_breakdown" in d:
@@ -68,11 +67,18 @@ def throughput(name: str) -> list[str]:
                      f"{x['bytes_accessed_per_member_step'] / 1e6:.1f} MB accessed per member-step "
                      f"(analytic matmul count {fl['total'] / 1e6:.1f} MFLOP).")
     if "memory" in d:
-        mem = d["memory"]["per_P"]
-        lines += ["", "| P | population state MB | peak RSS MB (fresh process) | peak minus before MB |",
-                  "|---|---|---|---|"]
-        lines += [f"| {m['P']} | {m['population_state_mb']:.1f} | {m['peak_rss_mb']:.0f} | {m['peak_delta_mb']:.0f} |"
-                  for m in mem if "error" not in m]
+        mem = [m for m in d["memory"]["per_P"] if "error" not in m]
+        lines += ["", "Peak memory (fresh process per row; MB above the process before the population was built):", "",
+                  "| P | member groups | donated | state | peak | peak / state | after init | after compile | "
+                  "XLA arguments / outputs / temporaries / aliased |", "|---|---|---|---|---|---|---|---|---|"]
+        for m in mem:
+            x = m.get("xla_buffers_mb", {})
+            xla = " / ".join(f"{x[k]:.0f}" for k in ("argument", "output", "temp", "alias")) if x else "-"
+            lines.append(f"| {m['P']} | {m.get('group_size', '-')} | {'yes' if m.get('donate') else 'no'} | "
+                         f"{m['population_state_mb']:.1f} | {m['peak_delta_mb']:.0f} | "
+                         f"{m['peak_delta_mb'] / m['population_state_mb']:.2f} | "
+                         f"{m.get('peak_delta_after_init_mb', float('nan')):.0f} | "
+                         f"{m.get('peak_delta_after_compile_mb', float('nan')):.0f} | {xla} |")
     if "hct_round_compiles" in d:
         units = d["hct_round_compiles"]["per_unit"]
         lines += ["", "Compile events per unit of a real `run_hct` (6 rounds, then the final phase): " +

@@ -228,7 +228,8 @@ class Trainer:
     ``make_member_step(loss_fn, optimizer, settings.batch_size)`` and
     ``train_round`` is ``train_round(step, ...)`` jitted with ``num_steps``
     static. Attributes: ``vae``, ``loss_fn``, ``optimizer``, ``step``; jitted
-    ``init``, ``train_round``, ``latent_means``; ``evaluate``. Keep one Trainer
+    ``init``, ``train_round`` (and ``train_round_donating``, the same with
+    the input state donated), ``latent_means``; ``evaluate``. Keep one Trainer
     per configuration: each instance owns its compilation cache.
 
     Args:
@@ -236,6 +237,7 @@ class Trainer:
       settings: :class:`TrainSettings`.
       max_traces: if set, ``train_round`` raises when traced more often than
         this (``chex.assert_max_traces``); use 1 to catch silent recompiles.
+        ``train_round_donating`` is not counted.
       loss_fn: your own loss, ``(trainable, member, batch, key) -> (loss,
         aux)`` (see :mod:`hcjax.engine.step`); default: the library's
         :func:`hcjax.engine.objectives.elbo_loss` of ``settings``.
@@ -260,6 +262,10 @@ class Trainer:
         if max_traces is not None:
             round_fn = chex.assert_max_traces(round_fn, n=max_traces)
         self.train_round = jax.jit(round_fn, static_argnames=("num_steps",))
+        # the same program with the input state's buffers given to the output (Trainer.train(donate=True)); not
+        # under max_traces, whose counter chex keys by the wrapped function's source, so it would be shared
+        self.train_round_donating = jax.jit(self._train_round, static_argnames=("num_steps",),
+                                            donate_argnames=("state",))
         self.init = jax.jit(self._init)
         # shared by every Trainer of the same model and evaluation size (e.g. the HCT and the baseline
         # populations of a run, whose training losses differ): one compilation per shape, not per trainer
@@ -349,19 +355,26 @@ class Trainer:
         return self.init(keys, priors, objective, vec(learning_rate), jnp.log(vec(decoder_variance)), history,
                          labels)
 
-    def train(self, state: PopulationState, data, num_steps: int, ctx: objectives_lib.TrainingContext | None = None):
+    def train(self, state: PopulationState, data, num_steps: int, ctx: objectives_lib.TrainingContext | None = None,
+              donate: bool = False):
         """Run ``num_steps`` steps of every member (one compiled call).
 
         Args:
           state: the population. data: [N, D] training rows shared by all
           members. ctx: teacher/witness for the alignment term.
+          donate: give ``state``'s buffers to the new state (XLA buffer
+            donation): peak memory falls by one copy of the state, and
+            ``state`` is deleted (any later use of it raises). Same values
+            either way.
         Returns:
           (new state, :class:`hcjax.engine.objectives.LossAux` with leaves [T, P]).
         """
         num_steps = check_int("num_steps", num_steps, minimum=1)
+        if not isinstance(donate, bool):
+            raise TypeError(f"donate must be True or False, got {donate!r}.")
         _check_train_inputs(self.model, self.settings, state, data, ctx)
-        return self.train_round(state, data, ctx if ctx is not None else objectives_lib.TrainingContext(),
-                                num_steps=num_steps)
+        program = self.train_round_donating if donate else self.train_round
+        return program(state, data, ctx if ctx is not None else objectives_lib.TrainingContext(), num_steps=num_steps)
 
     # ---- evaluation -----------------------------------------------------
     def evaluate(self, state: PopulationState, x: jax.Array, key: jax.Array, num_is_samples: int | None = None,

@@ -19,7 +19,7 @@ a step and a round.
   a step whose loss or new parameters are not finite.
 * :func:`train_round` runs ``num_steps`` steps of every member: ``lax.scan``
   over steps of ``jax.vmap`` over members, optionally in member groups
-  (``lax.map`` over groups) to keep the working set in cache. Jit it with
+  (a loop over groups, updated in place) to keep the working set in cache. Jit it with
   ``num_steps`` static; :class:`hcjax.engine.population.Trainer` does.
 
 Each member draws its own minibatch from the shared training array with its
@@ -155,10 +155,15 @@ def train_round(step: StepFn, state, data: jax.Array, ctx: TrainingContext, num_
       data: [N, D] shared training rows. ctx: shared teacher / witness.
       num_steps: T (static). member_chunk: None vmaps all P members at once;
         an int C trains groups of c members (c = the largest divisor of P
-        that is <= C) with ``lax.map`` over the P / c groups. Group j holds
-        members j, j + P/c, j + 2 P/c, ..., so the vmapped axis keeps a device
-        sharding of the population axis when c is a multiple of the device
-        count. Members are independent, so grouping changes only round-off.
+        that is <= C), one group after another in a ``lax.fori_loop``. Group
+        b holds members b, b + P/c, b + 2 P/c, ..., so the vmapped axis keeps
+        a device sharding of the population axis when c is a multiple of the
+        device count. Each group is read from and written back into the
+        population in place (a dynamic slice and a dynamic update of the
+        [c, P/c, ...] view), so the loop holds one group's copy and working
+        set on top of the state, not a regrouped copy of the whole
+        population. Members are independent, so grouping changes only
+        round-off.
     Returns:
       (new state, aux with leaves [T, P, ...]).
     """
@@ -172,9 +177,20 @@ def train_round(step: StepFn, state, data: jax.Array, ctx: TrainingContext, num_
     if c == p:
         return run(state)
     k = p // c
-    # member m = a * k + b sits at group b, slot a: the vmapped axis a keeps the population sharding
-    grouped = jax.tree.map(lambda x: jnp.swapaxes(x.reshape((c, k) + x.shape[1:]), 0, 1), state)
-    new, aux = jax.lax.map(run, grouped)  # leaves [k, c, ...] and [k, T, c]
-    new = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((p,) + x.shape[2:]), new)
-    aux = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 2).reshape((num_steps, p) + x.shape[3:]), aux)
+    # member m = a * k + b sits at [a, b] of the [c, k, ...] view (a free reshape); group b is column b
+    view = jax.tree.map(lambda x: x.reshape((c, k) + x.shape[1:]), state)
+    column = lambda tree, b, axis: jax.tree.map(  # noqa: E731
+        lambda x: jax.lax.dynamic_index_in_dim(x, b, axis=axis, keepdims=False), tree)
+    aux_shapes = jax.eval_shape(lambda v: run(column(v, 0, 1))[1], view)  # leaves [T, c, ...]
+    aux0 = jax.tree.map(lambda s: jnp.zeros(s.shape[:2] + (k,) + s.shape[2:], s.dtype), aux_shapes)
+
+    def group(b, carry):
+        members, aux = carry
+        new, group_aux = run(column(members, b, 1))
+        put = lambda axis: lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, b, axis=axis)  # noqa: E731
+        return jax.tree.map(put(1), members, new), jax.tree.map(put(2), aux, group_aux)
+
+    view, aux = jax.lax.fori_loop(0, k, group, (view, aux0))
+    new = jax.tree.map(lambda x: x.reshape((p,) + x.shape[2:]), view)
+    aux = jax.tree.map(lambda x: x.reshape((num_steps, p) + x.shape[3:]), aux)
     return new, aux
