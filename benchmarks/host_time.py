@@ -7,9 +7,8 @@ checkpoint and the metrics line; the between-round work is everything in that li
 round, in wall seconds and as a share of the round, both with compilation (the first round compiles the
 evaluation and selection programs; here spread over the calls) and without it (every later round: the compile
 seconds the profile attributes to each section are taken out and the rest is averaged over the section's
-calls). The end-of-run
-evaluation (importance-sampled likelihood on the test rows) is not between rounds; ``--is-samples`` (default
-100) only keeps it short. Output: benchmarks/results/host_time.{json,csv}.
+calls). The end-of-run evaluation (importance-sampled likelihood on the test rows) is not between rounds;
+``--is-samples`` (default 100) only keeps it short. Output: benchmarks/results/host_time.{json,csv}.
 
     python benchmarks/host_time.py [--population-size 64] [--dataset digits]
 """

@@ -155,7 +155,7 @@ def train_round(step: StepFn, state, data: jax.Array, ctx: TrainingContext, num_
       data: [N, D] shared training rows. ctx: shared teacher / witness.
       num_steps: T (static). member_chunk: None vmaps all P members at once;
         an int C trains groups of c members (c = the largest divisor of P
-        that is <= C), one group after another in a ``lax.fori_loop``. Group
+        that is <= C), one group after another in a ``lax.scan``. Group
         b holds members b, b + P/c, b + 2 P/c, ..., so the vmapped axis keeps
         a device sharding of the population axis when c is a multiple of the
         device count. Each group is read from and written back into the
@@ -179,18 +179,12 @@ def train_round(step: StepFn, state, data: jax.Array, ctx: TrainingContext, num_
     k = p // c
     # member m = a * k + b sits at [a, b] of the [c, k, ...] view (a free reshape); group b is column b
     view = jax.tree.map(lambda x: x.reshape((c, k) + x.shape[1:]), state)
-    column = lambda tree, b, axis: jax.tree.map(  # noqa: E731
-        lambda x: jax.lax.dynamic_index_in_dim(x, b, axis=axis, keepdims=False), tree)
-    aux_shapes = jax.eval_shape(lambda v: run(column(v, 0, 1))[1], view)  # leaves [T, c, ...]
-    aux0 = jax.tree.map(lambda s: jnp.zeros(s.shape[:2] + (k,) + s.shape[2:], s.dtype), aux_shapes)
 
-    def group(b, carry):
-        members, aux = carry
-        new, group_aux = run(column(members, b, 1))
-        put = lambda axis: lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, b, axis=axis)  # noqa: E731
-        return jax.tree.map(put(1), members, new), jax.tree.map(put(2), aux, group_aux)
+    def group(members, b):
+        new, group_aux = run(jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, b, 1, keepdims=False), members))
+        return jax.tree.map(lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, b, 1), members, new), group_aux
 
-    view, aux = jax.lax.fori_loop(0, k, group, (view, aux0))
+    view, aux = jax.lax.scan(group, view, jnp.arange(k))  # aux leaves [k, T, c, ...]: small, stacked by the scan
     new = jax.tree.map(lambda x: x.reshape((p,) + x.shape[2:]), view)
-    aux = jax.tree.map(lambda x: x.reshape((num_steps, p) + x.shape[3:]), aux)
+    aux = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 2).reshape((num_steps, p) + x.shape[3:]), aux)
     return new, aux
