@@ -201,3 +201,72 @@ def test_free_bits_off_keeps_a_negative_monte_carlo_kl():
     kl_per_dim = jnp.array([[-0.3, -0.2], [0.05, 0.05], [0.1, 0.1]])
     term = objectives._kl_term(kl, kl_per_dim, objectives.objective_params(free_bits=0.0))
     np.testing.assert_allclose(term, np.mean([-0.5, 0.1, 0.2]), rtol=1e-6)
+
+
+def test_no_past_constraints_is_an_empty_set_of_the_documented_shapes_and_dtypes():
+    """Catches: no_past_constraints' `length >= 1` check dropped (an empty set of 0 slots accepted), its labels
+    created without `jnp.int32` or its valid mask without `bool` (float zeros instead of the documented int32
+    labels / bool mask).
+
+    Documented: H slots of finite zeros shaped like the prior with a leading H, labels [H, N] int32, valid [H]
+    bool and all False; H = 1 is the smallest valid length.
+    """
+    past = objectives.no_past_constraints(PRIOR, 5, 1)
+    assert past.labels.shape == (1, 5) and past.labels.dtype == jnp.int32
+    assert past.valid.shape == (1,) and past.valid.dtype == jnp.bool_ and not np.any(past.valid)
+    for leaf, ref in zip(jax.tree.leaves(past.prior), jax.tree.leaves(PRIOR)):
+        assert leaf.shape == (1,) + ref.shape and leaf.dtype == ref.dtype
+        np.testing.assert_array_equal(leaf, 0.0)
+    with pytest.raises(ValueError, match="length must be >= 1"):
+        objectives.no_past_constraints(PRIOR, 5, 0)
+
+
+def test_no_past_constraints_keeps_the_prior_dtype():
+    """Catches: the empty prior slots created without `a.dtype` (float32 zeros for a bfloat16 prior)."""
+    half = jax.tree.map(lambda a: a.astype(jnp.bfloat16), PRIOR)
+    past = objectives.no_past_constraints(half, 2, 3)
+    for leaf, ref in zip(jax.tree.leaves(past.prior), jax.tree.leaves(half)):
+        assert leaf.shape == (3,) + ref.shape and leaf.dtype == jnp.bfloat16
+
+
+def test_append_past_constraint_stores_whole_valued_float_labels_as_int32_without_a_lossy_cast():
+    """Catches: `jnp.asarray(labels, jnp.int32)` -> `jnp.asarray(labels, None)` or without the dtype in
+    append_past_constraint: float32 labels would be scattered into the int32 label rows, which JAX warns is not
+    a safe cast (a FutureWarning that later versions turn into an error)."""
+    import warnings
+
+    past = objectives.no_past_constraints(PRIOR, 4, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = objectives.append_past_constraint(past, PRIOR, jnp.array([1.0, 0.0, 1.0, 1.0], jnp.float32))
+    assert out.labels.dtype == jnp.int32
+    np.testing.assert_array_equal(out.labels, [[1, 0, 1, 1], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(out.valid, [True, False])
+
+
+def test_objective_params_fields_are_float32_even_from_python_ints():
+    """Catches: the float32 cast of objective_params' real-valued fields dropped (`jnp.asarray(v, jnp.float32)`
+    -> `jnp.asarray(v)`): the integer settings (warmup_steps, total_steps, num_cycles, and beta = 2 given as an
+    int) would become int32 arrays, and floats weakly typed.
+
+    Checked by dtype and by type promotion: a strongly typed float32 scalar times a bfloat16 array is float32
+    (a weakly typed one would give bfloat16).
+    """
+    o = objectives.objective_params(beta=2, warmup_steps=3, total_steps=10, num_cycles=2, cycle_ratio=1,
+                                    constraint_weight=1, align_weight=1, latent_recon_weight=1, free_bits=1)
+    for name in ("beta", "beta_start", "warmup_steps", "total_steps", "num_cycles", "cycle_ratio", "free_bits",
+                 "constraint_weight", "align_weight", "latent_recon_weight"):
+        value = getattr(o, name)
+        assert value.dtype == jnp.float32, name
+        assert (value * jnp.ones(2, jnp.bfloat16)).dtype == jnp.float32, name
+
+
+def test_objective_params_integer_codes_are_strongly_typed_int32():
+    """Catches: `jnp.asarray(code, jnp.int32)` -> `jnp.asarray(code)` / `(code, None)` for the schedule and
+    latent_recon_source codes: a Python int becomes a weakly typed int32, which takes the dtype of a narrower
+    integer array it meets (int32 + int8 -> int8) instead of staying int32."""
+    o = objectives.objective_params(schedule="linear", latent_recon_source="prior_sample")
+    for name in ("schedule", "latent_recon_source"):
+        value = getattr(o, name)
+        assert value.dtype == jnp.int32, name
+        assert (value + jnp.ones(2, jnp.int8)).dtype == jnp.int32, name

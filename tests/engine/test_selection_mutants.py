@@ -199,3 +199,36 @@ def test_weighted_fitness_names_the_missing_values(missing):
     values[missing] = None
     with pytest.raises(ValueError, match=f"on '{missing}' but no {missing} values"):
         selection.fitness("weighted", values["elbo"], values["margin"], values["consensus"])
+
+
+def test_reseed_writes_int32_children_without_a_lossy_cast():
+    """Catches: the int32 casts of the children's labels, parent, age and nonfinite_steps dropped
+    (`astype(jnp.int32)` -> `astype(None)`, `jnp.zeros(.., jnp.int32)` -> float zeros).
+
+    Those children are scattered into the population's int32 arrays; from float32 values JAX warns that the cast
+    is not safe (a FutureWarning that later JAX versions turn into an error), so the casts are behaviour. Labels
+    given as whole-valued floats (as a clustering may return them) are stored as the same int32 indices.
+    """
+    import warnings
+
+    from hcjax.engine import objectives
+    from hcjax.engine import population as pop
+    from hcjax.vae import priors
+    from hcjax.vae.models import ModelConfig
+
+    trainer = pop.Trainer(ModelConfig(kind="linear", data_dim=2, latent_dim=1), pop.TrainSettings(batch_size=4))
+    prior = priors.stack([priors.standard_normal(1, 2)] * 3)
+    labels = np.array([[0, 1, 0], [1, 1, 0], [0, 0, 1]], np.int32)
+    state = trainer.init_population(jax.random.key(0), prior, objectives.objective_params(), 1e-3, 1.0,
+                                    constraint_ids=np.arange(3), history_length=2)
+    state = state.replace(labels=jnp.asarray(labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = selection.reseed(state, jnp.array([2]), jnp.array([0]), pop.take(prior, jnp.array([0])),
+                               jnp.array([9]), jax.random.split(jax.random.key(1), 1), jnp.int32(1),
+                               jnp.array([[1.0, 0.0, 1.0]], jnp.float32))
+    for name, got in (("labels", out.labels), ("parent", out.history.parent), ("age", out.history.age),
+                      ("nonfinite_steps", out.nonfinite_steps)):
+        assert got.dtype == jnp.int32, name
+    np.testing.assert_array_equal(out.labels, [[0, 1, 0], [1, 1, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(out.history.parent, [-1, -1, 0])
