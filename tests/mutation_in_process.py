@@ -189,7 +189,10 @@ def _drive(args: argparse.Namespace) -> None:
             time.sleep(1.0)
             for k in list(workers):
                 w = workers[k]
-                lines = w["out"].read_text().splitlines()
+                text = w["out"].read_text()
+                lines = text.splitlines()
+                if text and not text.endswith("\n"):
+                    lines = lines[:-1]  # a line being written: read it next time
                 for line in lines[w["done"]:]:
                     rec = json.loads(line)
                     if rec.get("error"):
