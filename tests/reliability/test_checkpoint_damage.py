@@ -118,7 +118,11 @@ def test_restore_latest_intact_falls_back_to_the_previous_step_and_saving_resume
     _assert_equal_trees(restored, states[2])
     assert meta == {"unit": 2, "note": "step 2"}
     assert [s for s, _ in skipped] == [3]
-    assert "does not match its checksum" in skipped[0][1] and "['members']['kernel']" in skipped[0][1]
+    # where the flipped bytes land in the OCDBT file varies between runs (see the test above): orbax either reads
+    # back changed values, caught by the leaf's checksum, or fails to decompress, and the step is unreadable
+    reason = skipped[0][1]
+    assert ("does not match its checksum" in reason and "['members']['kernel']" in reason) or \
+        reason.startswith("unreadable (ValueError: "), reason
     moved = os.path.join(str(tmp_path / "ck"), "damaged", "step_3")
     assert skipped[0][1].endswith(f"moved to {moved}") and os.path.isdir(moved)
     assert ck.steps() == [1, 2]
