@@ -177,8 +177,7 @@ def _drive(args: argparse.Namespace) -> None:
             [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec), str(out)],
             cwd=MUTANTS, env=env, stdout=open(workdir / f"shard{k}.out", "a"), stderr=subprocess.STDOUT,
         )
-        workers[k] = {"proc": proc, "out": out, "remaining": list(remaining), "done": 0, "last": time.monotonic(),
-                      "started": time.monotonic()}
+        workers[k] = {"proc": proc, "out": out, "remaining": list(remaining), "done": 0, "last": time.monotonic()}
 
     for k, shard in enumerate(shards):
         if shard:
