@@ -18,12 +18,16 @@ demo: $(STAMP)
 	rm -rf runs/demo
 	$(BIN)/hcjax train --out runs/demo
 
-# the default suite (< 10 minutes on 2 cores); tests marked slow run with `make test-slow` (CI runs both)
+# the default suite (< 10 minutes on 2 cores); tests marked slow run with `make test-slow` (CI runs both).
+# TEST_WORKERS pytest processes (pytest-xdist, one test file per process at a time): XLA compiles a program on
+# one core, and a test spends most of its time compiling, so two processes keep both cores busy.
+TEST_WORKERS ?= 2
+TEST_ARGS := -q -n $(TEST_WORKERS) --dist loadfile
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest $(TEST_ARGS) -m "not slow"
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest $(TEST_ARGS) -m slow
 
 install: $(STAMP)
 

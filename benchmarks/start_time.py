@@ -3,8 +3,9 @@
 Runs the main job exactly as ``make demo`` does (``hcjax train`` with its defaults, plus ``--profile
 --no-figures --quiet``) in a fresh process per run, interleaved within each repeat: (1) cache off
 (``HCJAX_COMPILATION_CACHE=0``), (2) cache on with an empty directory (cold), (3) cache on with the directory
-run (2) filled (warm). Prints wall seconds, the ratios to (1), and each run's compile seconds and section
-breakdown (``--profile``). Output: benchmarks/results/start_time.{json,csv}.
+run (2) filled (warm); then (4)-(6) the same three with ``--joint-round`` (HCT and baseline members trained by
+one compiled round), with a cache directory of their own. Prints wall seconds, the ratios to (1), and each
+run's compile seconds and section breakdown (``--profile``). Output: benchmarks/results/start_time.{json,csv}.
 
     python benchmarks/start_time.py [--repeats 1] [-- extra hcjax train flags]
 """
@@ -20,14 +21,17 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import load, machine_info, profiled_train, wait_for_quiet, write_outputs  # noqa: E402
 
-CASES = ("cache off", "cache cold", "cache warm")
+JOINT = ", joint round"
+CASES = ("cache off", "cache cold", "cache warm") + tuple(c + JOINT for c in ("cache off", "cache cold", "cache warm"))
 
 
 def one_run(case: str, cache_dir: str, extra: list[str]) -> dict:
-    env = dict(os.environ, HCJAX_COMPILATION_CACHE="0" if case == "cache off" else cache_dir)
-    if case == "cache cold":
+    joint = case.endswith(JOINT)
+    cache_dir = cache_dir + ("-joint" if joint else "")
+    env = dict(os.environ, HCJAX_COMPILATION_CACHE="0" if case.startswith("cache off") else cache_dir)
+    if case.startswith("cache cold"):
         shutil.rmtree(cache_dir, ignore_errors=True)
-    wall, prof = profiled_train(extra, env=env, timeout=1800)
+    wall, prof = profiled_train(extra + (["--joint-round"] if joint else []), env=env, timeout=1800)
     return {"case": case, "wall_seconds": wall, "profile_wall_seconds": prof["wall_seconds"],
             "compile_seconds": prof["compile_seconds"], "compile_count": prof["compile_count"],
             "cache_hits": prof["cache_hits"], "cache_misses": prof["cache_misses"],
@@ -48,14 +52,15 @@ def main(argv=None) -> int:
         for case in CASES:
             rows.append({"repeat": r, **one_run(case, cache_dir, extra)})
             x = rows[-1]
-            print(f"{case:11s} {x['wall_seconds']:7.1f} s wall, {x['compile_seconds']:6.1f} s compiling "
+            print(f"{case:24s} {x['wall_seconds']:7.1f} s wall, {x['compile_seconds']:6.1f} s compiling "
                   f"({x['compile_count']} compilations, cache {x['cache_hits']} hits / {x['cache_misses']} misses)",
                   flush=True)
-    shutil.rmtree(cache_dir, ignore_errors=True)
+    for d in (cache_dir, cache_dir + "-joint"):
+        shutil.rmtree(d, ignore_errors=True)
     med = {c: sorted(x["wall_seconds"] for x in rows if x["case"] == c)[args.repeats // 2] for c in CASES}
     ratios = {c: med[c] / med["cache off"] for c in CASES}
     for c in CASES:
-        print(f"{c:11s} median {med[c]:7.1f} s = {ratios[c]:.2f} x cache off ({100 * (1 - ratios[c]):+.0f}% faster)")
+        print(f"{c:24s} median {med[c]:7.1f} s = {ratios[c]:.2f} x cache off ({100 * (1 - ratios[c]):+.0f}% faster)")
     write_outputs("start_time", {"machine": machine_info(), "load_gate": gate, "load_after": load(),
                                  "median_wall_seconds": med, "ratio_to_cache_off": ratios, "rows": rows,
                                  "command": "python benchmarks/start_time.py " + " ".join(argv)},

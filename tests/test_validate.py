@@ -152,6 +152,7 @@ def test_eager_calls_on_device_arrays_read_nothing_back_to_the_host():
                 raise AssertionError(f"{name}: {exc}") from exc
 
 
+@pytest.mark.slow  # > 15 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_a_nan_device_array_gives_the_jitted_result_eagerly():
     """With NaN in a device-array input, the eager call returns what the jitted call returns.
 

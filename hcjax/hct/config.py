@@ -119,6 +119,9 @@ class TrainingConfig:
     member_chunk: int | str | None = opt("auto", "train members in groups of at most this many ('auto': chosen "
                                                  "from the member's size and P on CPU, one vmap on accelerators; "
                                                  "None: one vmap)")
+    joint_round: bool = opt(False, "train the HCT and baseline members as one population (one compiled round: "
+                                   "faster to start and to run, but each population's float bits then depend on "
+                                   "the other's; where both share a trainer and state layout)", "--joint-round")
 
     def settings(self, **flags) -> TrainSettings:
         """The engine's :class:`TrainSettings` (``flags``: with_constraint, with_latent_recon, ...)."""

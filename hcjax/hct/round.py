@@ -21,6 +21,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from hcjax.engine import joint
 from hcjax.engine import population as pop
 from hcjax.engine import selection, sharding
 from hcjax.hct.candidates import component_counts, refit
@@ -30,7 +31,7 @@ from hcjax.hct.setup import HCTSetup
 from hcjax.hct.state import HCTState
 from hcjax.vae import priors
 
-__all__ = ["SelectionEvent", "train", "select", "consensus", "final_population", "final_phase", "end_rounds"]
+__all__ = ["SelectionEvent", "trained_together", "train", "select", "consensus", "final_population", "final_phase", "end_rounds"]
 
 
 @flax.struct.dataclass
@@ -53,9 +54,27 @@ class SelectionEvent:
     log_likelihood: jax.Array | None = None
 
 
+def trained_together(s: HCTSetup, state: HCTState) -> bool:
+    """Whether :func:`train` trains the HCT and baseline members as one population (one compiled round).
+
+    True with ``train.joint_round`` when there are baselines, both populations use the same trainer (the same
+    static loss settings) and their states have the same structure (e.g. neither carries past constraints).
+    """
+    if not s.config.train.joint_round or state.baselines is None or s.trainer is not s.baseline_trainer:
+        return False
+    return jax.tree.structure(state.members) == jax.tree.structure(state.baselines)
+
+
 def train(s: HCTSetup, state: HCTState) -> tuple[HCTState, jax.Array]:
-    """One unit (``steps_per_round`` steps) of both populations; returns (state, HCT losses [T, G * P])."""
+    """One unit (``steps_per_round`` steps) of both populations; returns (state, HCT losses [T, G * P]).
+
+    Each population is trained by its own compiled round, or both by one where :func:`trained_together`.
+    """
     t = s.config.population.steps_per_round
+    if trained_together(s, state):
+        (members, baselines), (aux, _) = joint.train_together(s.trainer, (state.members, state.baselines),
+                                                              s.x_train, t, shards=s.mesh.size)
+        return state.replace(members=members, baselines=baselines), aux.loss
     members, aux = s.trainer.train(state.members, s.x_train, t)
     baselines = state.baselines
     if baselines is not None:

@@ -29,6 +29,7 @@ def small_run(tmp_path_factory):
     return run_hct(HCTConfig.from_dict(SMALL), out_dir=out), out
 
 
+@pytest.mark.slow  # shares a module fixture of 55 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_hct_keeps_latents_alive_where_the_vanilla_vae_collapses(small_run):
     """Issue claim: synthetic clustered data, s2 = 4 x lambda_max, beta = 1; HCT beside a vanilla VAE and beside
     fixed_gmm (one fixed GMM prior and constraint, no population or selection) on the same budget.
@@ -62,6 +63,7 @@ def test_hct_keeps_latents_alive_where_the_vanilla_vae_collapses(small_run):
     assert any(c >= num_candidates for c in result.consensus_history)  # a refitted constraint
 
 
+@pytest.mark.slow  # shares a module fixture of 55 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_rounds_lineage_and_histories_are_recorded(small_run):
     result, out = small_run
     cfg = result.config
@@ -81,6 +83,7 @@ def test_rounds_lineage_and_histories_are_recorded(small_run):
     assert [r["unit"] for r in lines] == list(range(1, cfg.total_units + 1))
 
 
+@pytest.mark.slow  # shares a module fixture of 55 s cold on 2 cores: in `make test-slow` (CI runs it)
 @pytest.mark.parametrize("slot", [None, 2])
 def test_final_model_round_trips(small_run, tmp_path, slot):
     """Every leaf of the saved slot (network, prior logits/means/log-variances, log s2) comes back bit for bit,
@@ -108,6 +111,7 @@ def test_final_model_round_trips(small_run, tmp_path, slot):
     assert info["decoder_variance"] == result.decoder_variance and info["beta"] == 1.0
 
 
+@pytest.mark.slow  # shares a module fixture of 55 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_resume_refuses_another_configuration_and_overwriting(small_run):
     _, out = small_run
     with pytest.raises(CheckpointError, match="different configuration.*beta"):
@@ -116,6 +120,7 @@ def test_resume_refuses_another_configuration_and_overwriting(small_run):
         run_hct(HCTConfig.from_dict(SMALL), out_dir=out)
 
 
+@pytest.mark.slow  # shares a module fixture of 55 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_resume_accepts_checkpoints_written_before_an_option_existed_only_at_its_default(small_run, monkeypatch):
     """A checkpoint from an older hcjax lacks options added since; they count as unchanged while they keep
     their defaults. Catches: every added option refusing old checkpoints, and an added option set to a

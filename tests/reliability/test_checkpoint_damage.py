@@ -158,8 +158,10 @@ def test_every_step_damaged_gives_one_clear_error(tmp_path):
     ck, states = _save(tmp_path / "ck", steps=(1, 2))
     _damage(tmp_path / "ck" / "1", "flip")
     _damage(tmp_path / "ck" / "2", "delete")
+    # the flipped bytes of step 1 are caught by its leaf checksum or, where they land in compressed data, make
+    # the step unreadable (see test_restore_latest_intact_falls_back_to_the_previous_step_and_saving_resumes)
     with pytest.raises(CheckpointError, match=r"no intact checkpoint in .*every step is damaged.*step 2: .*"
-                                              r"step 1: .*does not match its checksum"):
+                                              r"step 1: (.*does not match its checksum|unreadable \(ValueError: )"):
         ck.restore_latest_intact(states[2])
     assert ck.steps() == [1, 2]  # nothing is moved when nothing could be restored
     ck.close()

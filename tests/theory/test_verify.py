@@ -34,6 +34,7 @@ def engine_run():
                                settings=settings, seed=0)
 
 
+@pytest.mark.slow  # shares a module fixture of 40 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_trained_linear_vaes_collapse_within_two_percent_of_lambda_over_beta(engine_run):
     r = engine_run
     np.testing.assert_allclose(r.predicted_critical, SPECTRUM[:LATENT_DIM], rtol=1e-5)
@@ -44,6 +45,7 @@ def test_trained_linear_vaes_collapse_within_two_percent_of_lambda_over_beta(eng
     assert np.all(r.nonfinite_steps == 0)
 
 
+@pytest.mark.slow  # shares a module fixture of 40 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_trained_kl_grid_follows_the_closed_form(engine_run):
     r = engine_run
     expected = 0.5 * np.log(np.maximum(1.0, SPECTRUM[:LATENT_DIM] / r.grid[:, None]))
@@ -54,6 +56,7 @@ def test_trained_kl_grid_follows_the_closed_form(engine_run):
     assert np.all(r.measured_active[far] == np.sum(SPECTRUM[:LATENT_DIM] > r.grid[far, None], axis=1))
 
 
+@pytest.mark.slow  # shares a module fixture of 40 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_trained_elbo_approaches_the_closed_form_maximum(engine_run):
     r = engine_run
     # the closed form is the global maximum: trained models may only fall short of it, by little

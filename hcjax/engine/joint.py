@@ -1,0 +1,102 @@
+"""Several populations of one trainer trained as one population: one compiled round, one dispatch.
+
+An HCT run trains its members and, beside them, its baseline members. When both use the same
+:class:`~hcjax.engine.population.Trainer` (the same model and static loss settings) and their states have the
+same structure, :func:`train_together` joins them along the population axis, runs one training round of the
+joint population and splits the result again. That is one compilation instead of one per population size,
+and one larger vmapped batch (measured in ``benchmarks/README.md``, "Start time").
+
+The members are independent, so each comes out as it would from its own round, but only up to float32
+round-off: XLA:CPU sums the batched matmuls of a different population size in another order (measured at
+most about 1e-6 on the weights after 50 steps, ``tests/engine/test_joint.py``). A population's bits then
+depend on what it was trained with, which is why HCT uses this only when asked
+(``train.joint_round``, ``--joint-round``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hcjax._validate import check_int
+from hcjax.engine import objectives as objectives_lib
+from hcjax.engine.population import PopulationState, Trainer, _check_train_inputs, population_size
+
+__all__ = ["train_together", "join", "split"]
+
+
+def join(states, shards: int = 1):
+    """One population from ``states`` (leaves [P_i, ...] each), block by block over ``shards`` devices.
+
+    With the population axis split over ``shards`` devices in contiguous blocks, device b's block of the
+    result is device b's blocks of every state in turn, so no member changes device. Every P_i must be a
+    multiple of ``shards``; with ``shards=1`` this is a plain concatenation. Inverse: :func:`split`.
+    """
+    def one(*leaves):
+        blocks = [x.reshape((shards, -1) + x.shape[1:]) for x in leaves]
+        return jnp.concatenate(blocks, axis=1).reshape((-1,) + leaves[0].shape[1:])
+    return jax.tree.map(one, *states)
+
+
+def split(joint, sizes, shards: int = 1, axis: int = 0):
+    """The populations of sizes ``sizes`` that :func:`join` put into ``joint`` (population axis ``axis``)."""
+    bounds = np.cumsum([n // shards for n in sizes])[:-1].tolist()
+
+    def parts(x):
+        blocks = x.reshape(x.shape[:axis] + (shards, -1) + x.shape[axis + 1:])
+        pieces = jnp.split(blocks, bounds, axis=axis + 1)
+        return [p.reshape(x.shape[:axis] + (n,) + x.shape[axis + 1:]) for p, n in zip(pieces, sizes)]
+
+    per_leaf, treedef = jax.tree.flatten(joint)
+    cut = [parts(x) for x in per_leaf]
+    return tuple(jax.tree.unflatten(treedef, [c[i] for c in cut]) for i in range(len(sizes)))
+
+
+@functools.partial(jax.jit, static_argnames=("trainer", "num_steps", "shards"))
+def _train_joint(trainer: Trainer, states, data, ctx, num_steps: int, shards: int):
+    sizes = [population_size(st) for st in states]
+    new, aux = trainer._train_round(join(states, shards), data, ctx, num_steps)  # one round, automatic groups
+    return split(new, sizes, shards), split(aux, sizes, shards, axis=1)
+
+
+def train_together(trainer: Trainer, states, data, num_steps: int,
+                   ctx: objectives_lib.TrainingContext | None = None, shards: int = 1):
+    """``num_steps`` steps of every population in ``states`` as one compiled round of ``trainer``.
+
+    Args:
+      trainer: the :class:`~hcjax.engine.population.Trainer` of every population.
+      states: a sequence of :class:`~hcjax.engine.population.PopulationState` of the same structure (the
+        same optional leaves, history length, rows of labels); only P may differ.
+      data: [N, D] training rows shared by every member. ctx: as for ``Trainer.train``.
+      num_steps: T, steps of every member.
+      shards: devices the population axis is split over; every P must be a multiple (see :func:`join`).
+    Returns:
+      (tuple of new states, tuple of :class:`~hcjax.engine.objectives.LossAux` with leaves [T, P_i]), in the
+      order of ``states``. Each member equals its run by ``trainer.train`` up to float32 round-off.
+    """
+    if not isinstance(trainer, Trainer):
+        raise TypeError(f"trainer must be a Trainer, got {type(trainer).__name__}.")
+    num_steps = check_int("num_steps", num_steps, minimum=1)
+    shards = check_int("shards", shards, minimum=1)
+    states = tuple(states)
+    if not states or not all(isinstance(st, PopulationState) for st in states):
+        raise TypeError(f"states must be a non-empty sequence of PopulationState, got "
+                        f"{[type(st).__name__ for st in states]}.")
+    structure = jax.tree.structure(states[0])
+    for i, st in enumerate(states):
+        if jax.tree.structure(st) != structure:
+            raise ValueError(f"states[{i}] has another structure than states[0] (labels or past constraints in "
+                             "one only); train them separately with Trainer.train.")
+        for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(st)):
+            if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+                raise ValueError(f"states[{i}] has a leaf of shape {b.shape} ({b.dtype}) where states[0] has "
+                                 f"{a.shape} ({a.dtype}); only the population axis may differ.")
+        if population_size(st) % shards:
+            raise ValueError(f"states[{i}] has P={population_size(st)} members, not a multiple of "
+                             f"shards={shards}.")
+        _check_train_inputs(trainer.model, trainer.settings, st, data, ctx)
+    ctx = ctx if ctx is not None else objectives_lib.TrainingContext()
+    return _train_joint(trainer, states, data, ctx, num_steps=num_steps, shards=shards)

@@ -1,0 +1,49 @@
+"""``train.joint_round``: the HCT and baseline members trained by one compiled round in a real run."""
+
+import jax
+import numpy as np
+
+from hcjax import profiling
+from hcjax.hct import HCTConfig, run_hct
+
+# as tests/hct/test_run.py's TINY, two rounds and two baselines (fixed_gmm shares HCT's trainer)
+CONFIG = dict(num_samples=600, population_size=4, rounds=2, steps_per_round=40, num_pruned=1, final_steps=40,
+              eval_points=64, num_candidates=4, hidden=(16,), certificate=False, batch_size=32, em_iters=20,
+              refit_points=200, seed=3, baselines=("vanilla", "fixed_gmm"))
+
+
+def _trained(config: dict):
+    with profiling.active() as prof:
+        result = run_hct(HCTConfig.from_dict(config), stop_after_units=2)
+    compiled = {name: n for name, (n, _) in prof.compiles.items() if "train" in name}
+    return result, compiled
+
+
+def test_a_joint_round_compiles_one_training_program_and_trains_the_same_members():
+    """With ``joint_round`` the two rounds compile one training program (``_train_joint``) for both
+    populations, where the default compiles ``_train_round`` once per population size; the members, baselines
+    and lineage are those of the default run up to float32 round-off (identical bits under the test suite's
+    XLA flags; the bound is the engine test's).
+
+    Catches: the option ignored (two ``_train_round`` compilations), a joint round compiled again every round,
+    and HCT members and baselines swapped or mixed when the joint population is split (a different lineage
+    and differences of order 1e-1).
+    """
+    separate, separate_compiled = _trained(CONFIG)
+    joint, joint_compiled = _trained(CONFIG | {"joint_round": True})
+    assert separate_compiled.get("jit(_train_round)") == 2 and "jit(_train_joint)" not in separate_compiled
+    assert joint_compiled.get("jit(_train_joint)") == 1 and "jit(_train_round)" not in joint_compiled
+    for a, b in ((joint.state.members, separate.state.members), (joint.state.baselines, separate.state.baselines)):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=0, atol=5e-6)
+    assert joint.lineage == separate.lineage
+    np.testing.assert_allclose(joint.rounds[1]["train_loss"], separate.rounds[1]["train_loss"], rtol=1e-5)
+
+
+def test_a_joint_round_falls_back_to_one_round_each_where_the_states_differ():
+    """With ``constraint_history="all"`` only HCT members carry past constraints, so the populations cannot
+    be joined: each keeps its own round (and the run still works). Catches: a join attempted on states of
+    different structure (a trace error), or the option silently changing such a run."""
+    result, compiled = _trained(CONFIG | {"joint_round": True, "constraint_history": "all"})
+    assert compiled.get("jit(_train_round)") == 2 and "jit(_train_joint)" not in compiled
+    assert result.state.members.past_constraints is not None and result.state.baselines.past_constraints is None
