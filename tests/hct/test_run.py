@@ -142,6 +142,7 @@ def test_resume_accepts_checkpoints_written_before_an_option_existed_only_at_its
                               resume=True)
 
 
+@pytest.mark.slow  # shares a module fixture of 55 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_resume_of_a_finished_run_returns_its_result_without_training(small_run):
     """Catches: a --resume that ignores the checkpoints and trains the run again (deterministic, so its result
     would be equal too; but it would train units, which the progress callback counts)."""
