@@ -31,7 +31,8 @@ from hcjax.hct.setup import HCTSetup
 from hcjax.hct.state import HCTState
 from hcjax.vae import priors
 
-__all__ = ["SelectionEvent", "trained_together", "train", "select", "consensus", "final_population", "final_phase", "end_rounds"]
+__all__ = ["SelectionEvent", "trained_together", "train", "select", "consensus", "final_population", "final_phase",
+           "end_rounds"]
 
 
 @flax.struct.dataclass

@@ -65,7 +65,8 @@ diff = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.floa
            for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state))
            if np.issubdtype(np.asarray(x).dtype, np.floating))
 specs = [tuple(jax.tree.leaves(p.params)[0].sharding.spec) for p in (a.state.members, a.state.baselines)]
-print(json.dumps({"devices": len(jax.devices()), "specs": specs, "max_diff": diff, "same_lineage": a.lineage == b.lineage}))
+print(json.dumps({"devices": len(jax.devices()), "specs": specs, "max_diff": diff,
+                  "same_lineage": a.lineage == b.lineage}))
 """
 
 
