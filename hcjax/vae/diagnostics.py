@@ -133,12 +133,15 @@ def importance_sampled_log_likelihood(
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     full, rest = divmod(num_samples, chunk_size)
 
-    def body(acc, c):
-        return jnp.logaddexp(acc, jax.nn.logsumexp(log_weights(jax.random.fold_in(key, c), chunk_size), axis=0)), None
+    def chunk(c, s: int):
+        return jax.nn.logsumexp(log_weights(jax.random.fold_in(key, c), s), axis=0)
 
-    acc, _ = jax.lax.scan(body, jnp.full(x.shape[:1], -jnp.inf, mu.dtype), jnp.arange(full))
+    # the running sum starts from chunk 0, so it has the dtype of the log-weights (which a mixed-precision model,
+    # e.g. a bfloat16 encoder with a float32 decoder, promotes beyond the encoder's dtype)
+    acc, _ = jax.lax.scan(lambda acc, c: (jnp.logaddexp(acc, chunk(c, chunk_size)), None), chunk(0, chunk_size),
+                          jnp.arange(1, full))
     if rest:
-        acc = jnp.logaddexp(acc, jax.nn.logsumexp(log_weights(jax.random.fold_in(key, full), rest), axis=0))
+        acc = jnp.logaddexp(acc, chunk(full, rest))
     return acc - math.log(num_samples)
 
 

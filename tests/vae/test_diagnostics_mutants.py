@@ -378,3 +378,99 @@ def test_local_collapse_draws_latents_in_the_encoder_dtype(source):
     rep = diagnostics.local_collapse(encode, decode, priors.standard_normal(2), x, jax.random.key(3), source=source,
                                      analytic_kl=True)
     assert rep.latent_recon_error.dtype == jnp.bfloat16
+
+
+# ------------------------------------------------------------------------------------------------ stop-16 survivors
+def test_importance_sampling_refusals_name_their_argument():
+    """Catches: the argument names in `check_int("num_samples", ...)` and `check_int("chunk_size", ...)` changed: the
+    one-line error must start with the argument's name (a `match` anywhere would accept `XXchunk_sizeXX`)."""
+    x, mu, lv, w = _is_inputs()
+    dec = lambda z: z @ jnp.asarray(w)
+    call = lambda **kw: diagnostics.importance_sampled_log_likelihood(x, mu, lv, dec, priors.standard_normal(2),
+                                                                      jax.random.key(0), **kw)
+    with pytest.raises(ValueError, match=r"^num_samples must be >= 1, got 0\."):
+        call(num_samples=0)
+    with pytest.raises(ValueError, match=r"^chunk_size must be >= 1, got 0\."):
+        call(num_samples=3, chunk_size=0)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_importance_sampling_chunks_keep_the_dtype_of_the_log_weights(mixed):
+    """A bfloat16 model and prior (``mixed=False``) gives a bfloat16 estimate, chunked or not; a bfloat16 encoder
+    with a float32 decoder and prior (``mixed=True``) gives float32 log-weights, chunked or not.
+
+    Catches: the running log-sum-exp started as `jnp.full(..., -inf, mu.dtype)` (the code before stop 16: with
+    mixed precision the scan's carry changes dtype and the chunked estimate raised a TypeError while the unchunked
+    one worked) or in a fixed float32 (a bfloat16 model's chunked estimate would come back in float32)."""
+    rng = np.random.default_rng(16)  # per test: the data do not depend on test order
+    bf = lambda a: jnp.asarray(a, jnp.bfloat16)
+    mu = bf(rng.normal(size=(3, 2)))
+    cast = jnp.asarray if mixed else bf
+    x, w = cast(rng.normal(size=(3, 4)).astype(np.float32)), cast(rng.normal(size=(2, 4)).astype(np.float32))
+    prior = priors.standard_normal(2) if mixed else jax.tree.map(bf, priors.standard_normal(2))
+    outs = [diagnostics.importance_sampled_log_likelihood(x, mu, jnp.zeros_like(mu), lambda z: z @ w, prior,
+                                                          jax.random.key(0), num_samples=5, chunk_size=cs)
+            for cs in (None, 2)]
+    expected = jnp.float32 if mixed else jnp.bfloat16
+    assert [o.dtype for o in outs] == [expected, expected]
+    assert all(np.all(np.isfinite(np.asarray(o, np.float32))) for o in outs)
+
+
+def test_latent_reconstruction_error_sums_over_the_last_axis_of_any_rank():
+    """Catches: `axis=-1` -> `axis=+1`: identical for z [N, d], but z [..., d] is documented; for z [2, 3, 4] the
+    wrong axis gives shape [2, 4]. Reference: NumPy, with an encoder mean that is not the identity."""
+    rng = np.random.default_rng(17)
+    z = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    encode = lambda y: (0.5 * y + 1.0, jnp.zeros_like(y))
+    decode = lambda v: 2.0 * v - 0.25
+    got = diagnostics.latent_reconstruction_error(encode, decode, jnp.asarray(z))
+    ref = (((0.5 * (2.0 * z.astype(np.float64) - 0.25) + 1.0) - z) ** 2).sum(-1)
+    assert got.shape == (2, 3)
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kl_threshold": -0.5}, r"^kl_threshold must be"),
+    ({"lr_threshold": -0.5}, r"^lr_threshold must be"),
+    ({"num_kl_samples": 0}, r"^num_kl_samples must be >= 1, got 0\."),
+])
+def test_local_collapse_refusals_name_their_argument(kwargs, message):
+    """Catches: the argument names in the checks of `kl_threshold`, `lr_threshold` and `num_kl_samples` changed
+    (the error must start with the argument's name)."""
+    encode, decode = _identity_pair()
+    with pytest.raises(ValueError, match=message):
+        diagnostics.local_collapse(encode, decode, priors.standard_normal(2), jnp.zeros((3, 2)), jax.random.key(0),
+                                   **kwargs)
+
+
+def test_local_collapse_rank_error_says_what_x_is():
+    """Catches: the `what="[N, D] inputs"` description of x dropped or changed (lower case, upper case): a user
+    who passes one point [D] is told that x is the [N, D] inputs, word for word."""
+    encode, decode = _identity_pair()
+    with pytest.raises(ValueError) as err:
+        diagnostics.local_collapse(encode, decode, priors.standard_normal(2), jnp.zeros(2), jax.random.key(0))
+    assert str(err.value) == "x must have rank 2 ([N, D] inputs), got shape (2,) (rank 1)."
+
+
+@pytest.mark.parametrize("num_samples, chunk_size", [(6, 2), (7, 3)])
+def test_importance_sampling_chunks_use_the_documented_draws(num_samples, chunk_size):
+    """Chunk c draws its samples with ``fold_in(key, c)`` (the docstring), the last, partial one included; the
+    estimate is log (1/K) sum_k p(x, z_k) / q(z_k | x) over all K draws. Reference: SciPy in float64 from the
+    same standard-normal draws, Gaussian decoder mean z @ w with s2 = 1 and an N(0, I) prior.
+
+    Catches: the first chunk drawn with `fold_in(key, 1)` instead of 0 (chunk 1's draws counted twice), a chunk
+    index off by one, the partial chunk's key, and the divisor K."""
+    x, mu, lv, w = _is_inputs()
+    key = jax.random.key(5)
+    dec = lambda z: z @ jnp.asarray(w)
+    got = diagnostics.importance_sampled_log_likelihood(x, mu, lv, dec, priors.standard_normal(2), key,
+                                                        num_samples=num_samples, chunk_size=chunk_size)
+    full, rest = divmod(num_samples, chunk_size)
+    sizes = [chunk_size] * full + ([rest] if rest else [])
+    eps = np.concatenate([np.asarray(jax.random.normal(jax.random.fold_in(key, c), (s,) + mu.shape), np.float64)
+                          for c, s in enumerate(sizes)])  # [K, N, d]
+    sd = np.exp(0.5 * lv.astype(np.float64))
+    z = mu + sd * eps
+    log_w = (stats.norm(z @ w.astype(np.float64), 1.0).logpdf(x).sum(-1) + stats.norm().logpdf(z).sum(-1)
+             - stats.norm(mu, sd).logpdf(z).sum(-1))
+    np.testing.assert_allclose(np.asarray(got), logsumexp(log_w, axis=0) - math.log(num_samples), rtol=1e-5, atol=1e-5)
