@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -21,17 +22,26 @@ TINY_DIGITS = {"data.dataset": "digits", "model.likelihood": "bernoulli", "popul
 @pytest.mark.slow
 def test_a_bernoulli_conv_run_on_digits_reports_likelihood_and_label_metrics(tmp_path):
     """Baselines with a constraint and with free bits beside vanilla, Bernoulli conv decoder (one compiled
-    trainer for all: latent_recon would compile a second one, and is covered on Gaussian data)."""
+    trainer for all: latent_recon would compile a second one, and is covered on Gaussian data).
+
+    Catches: `model.kind="conv"` not reaching the trainer (an MLP has no [3, 3, in, out] kernels); the Gaussian
+    likelihood used where Bernoulli was asked for, in training or in the report (the held-out -log p(x) of 64
+    binary pixels must lie below 64 log 2, a Gaussian density with s2 = 1 puts it above 58.8 nats per point,
+    and a Bernoulli ELBO is at most 0)."""
     config = HCTConfig().override(TINY_DIGITS | {"model.kind": "conv", "baselines.methods": (
         "vanilla", "free_bits", "fixed_gmm")})
     result = run_hct(config, out_dir=str(tmp_path))
     assert result.groups[0]["decoder_variance"] is None  # no s2 for a Bernoulli decoder
+    for members in (result.final_state, result.baseline_state):  # leaves [P, ...]: conv kernels are [P, 3, 3, i, o]
+        kernels = [a.shape for a in jax.tree.leaves(members.params) if a.ndim == 5]
+        assert kernels and all(k[1:3] == (3, 3) for k in kernels), jax.tree.map(np.shape, members.params)
     assert result.heldout == {"split": "val", "rows": 64, "is_samples": 50, "binarize": "dynamic"}
     reports = [f["report"] for f in result.final] + [b["report"] for b in result.baselines]
     for r in reports:
         assert 0 <= r["probe_accuracy"] <= 1 and 0 <= r["knn_accuracy"] <= 1 and -1 <= r["label_ari"] <= 1
         # 64 binary pixels: -log p(x) is between 0 and 64 log 2 nats, and IS is tighter than the ELBO
         assert 0 < -r["log_likelihood"] < 64 * np.log(2) and r["log_likelihood"] >= r["elbo"] - 0.5
+        assert r["reconstruction"] <= 0 and r["elbo"] <= 0  # log-probabilities of binary pixels
         assert r["log_likelihood_stderr"] > 0
     summary = result.final_summary()
     assert set(summary) == {"hct:fixed", "vanilla", "free_bits", "fixed_gmm"}

@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,7 +69,6 @@ def test_a_refused_run_leaves_every_file_byte_identical(finished_run, extra, mat
     assert done.returncode == 2, done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("hcjax train: error:"), done.stderr[-2000:]
-    import re
     assert re.search(match, lines[0]), lines[0]
     assert _tree_hash(out) == before
 
@@ -81,6 +81,11 @@ def test_a_refused_run_leaves_every_file_byte_identical(finished_run, extra, mat
     ("{not json", "Expecting property name"),
 ])
 def test_bad_config_files_are_one_line_errors_and_write_nothing(tmp_path, config_text, match):
+    """A missing, unreadable or invalid --config file: exit status 2 (a usage error), one line on stderr that
+    names the problem, and no output folder.
+
+    Catches: an invalid config reported with exit status 1 or a traceback (the CLI not mapping the error to a
+    usage error), a multi-line message, or the output folder created before the config is checked."""
     path = str(tmp_path / "cfg.json")
     if config_text is not None:
         with open(path, "w") as f:
@@ -90,7 +95,6 @@ def test_bad_config_files_are_one_line_errors_and_write_nothing(tmp_path, config
                           timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1
-    import re
     assert re.search(match, done.stderr), done.stderr
     assert not os.path.exists(out)
 
@@ -233,8 +237,6 @@ def test_sigkill_at_several_points_then_resume_equals_the_uninterrupted_run(tmp_
     done = subprocess.run(resume, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     # it restored the newest checkpoint and trained only the units after it (none after step 5)
-    import re
-
     found = re.search(r"resuming from the newest intact checkpoint \(latest step (\d+)\)", done.stdout)
     assert found and int(found.group(1)) == steps[-1] >= kill_after_step, done.stdout[-2000:]
     units = [int(u) for u in re.findall(r"^unit (\d+)/\d+ ", done.stderr, re.M)]
@@ -250,7 +252,11 @@ def test_sigkill_at_several_points_then_resume_equals_the_uninterrupted_run(tmp_
 @pytest.mark.slow  # > 15 s cold on 2 cores: in `make test-slow` (CI runs it)
 def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path):
     """400 flipped bytes in the newest checkpoint used to restore silently into a NaN member. Now --resume
-    says which step it skipped and why, continues from the previous one, and ends at the uninterrupted result."""
+    says which step it skipped and why, continues from the previous one, and ends at the uninterrupted result.
+
+    Catches: a fallback that reports step 2 but then starts over (deterministic, so it too would end at the
+    uninterrupted result; its progress lines show it training units 1-5 instead of 3-5), or one that skips
+    the damaged step's unit (it would train 4-5 only and end elsewhere)."""
     from test_checkpoint_damage import _data_files, _flip
 
     config = HCTConfig.from_dict(TINY)
@@ -261,11 +267,12 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
         _flip(path, n=64)
     cfg_path = str(tmp_path / "cfg.json")
     config.save_json(cfg_path)
-    done = subprocess.run(CLI + ["--config", cfg_path, "--out", out, "--no-figures", "--quiet", "--resume"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(CLI + ["--config", cfg_path, "--out", out, "--no-figures", "--resume"],
+                          capture_output=True, text=True, timeout=300)  # not quiet: it reports each unit
     assert done.returncode == 0, done.stderr[-3000:]
     warning = [line for line in done.stderr.splitlines() if "warning" in line]
     assert len(warning) == 1 and "resuming from checkpoint step 2: step 3 skipped" in warning[0], done.stderr
+    assert [int(u) for u in re.findall(r"^unit (\d+)/\d+ ", done.stderr, re.M)] == [3, 4, 5], done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
     with np.load(os.path.join(reference, "params.npz")) as a, \
             np.load(os.path.join(out, "final_model", "params.npz")) as b:
