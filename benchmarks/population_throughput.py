@@ -94,7 +94,7 @@ def analytic_flops(data_dim, hidden, latent, batch):
 # ----------------------------------------------------------------------------- JAX implementations
 
 
-def jax_setup(shape, p, seed=0, member_chunk="auto"):
+def jax_setup(shape, p, seed=0, member_chunk="auto", scan_unroll=1):
     import jax
     import jax.numpy as jnp
 
@@ -105,7 +105,8 @@ def jax_setup(shape, p, seed=0, member_chunk="auto"):
 
     model = ModelConfig(kind="mlp", data_dim=shape["data_dim"], latent_dim=shape["latent_dim"],
                         hidden=tuple(shape["hidden"]))
-    settings = pop.TrainSettings(batch_size=shape["batch"], num_samples=1, grad_clip=10.0, member_chunk=member_chunk)
+    settings = pop.TrainSettings(batch_size=shape["batch"], num_samples=1, grad_clip=10.0, member_chunk=member_chunk,
+                                 scan_unroll=scan_unroll)
     import chex
 
     chex.clear_trace_counter()  # chex counts traces per function across Trainer instances

@@ -136,6 +136,11 @@ class TrainSettings:
       all P members at once; an int C trains them in groups of at most C (see
       :func:`hcjax.engine.step.train_round`). The working set shrinks by P / c,
       which keeps large populations in cache on CPU (benchmarks/README.md).
+    scan_unroll: steps per iteration of the scan over steps (``lax.scan``'s
+      ``unroll``): 1 (default) compiles one step in a loop; U > 1 puts U copies
+      of the step in the loop body (less loop overhead, a longer compile).
+      Changes round-off only (XLA may fuse across the copies), so a value other
+      than 1 changes a run's bits (benchmarks/README.md, "Scan unrolling").
     """
 
     batch_size: int | None = 128
@@ -149,8 +154,10 @@ class TrainSettings:
     eval_is_samples: int = 32
     member_chunk: int | str | None = "auto"
     with_constraint_history: bool = False
+    scan_unroll: int = 1
 
     def __post_init__(self):
+        check_int("scan_unroll", self.scan_unroll, minimum=1)
         if self.batch_size is not None:
             check_int("batch_size", self.batch_size, minimum=1)
         if self.member_chunk is not None and self.member_chunk != "auto":
@@ -275,7 +282,7 @@ class Trainer:
         chunk = self.settings.member_chunk
         if chunk == "auto":  # shapes are static here: P and the data's rows are known at trace time
             chunk = auto_member_chunk(self.model, self.settings, population_size(state), data.shape[0])
-        return train_round(self.step, state, data, ctx, num_steps, chunk)
+        return train_round(self.step, state, data, ctx, num_steps, chunk, self.settings.scan_unroll)
 
     # ---- initialisation -------------------------------------------------
     def _init_member(self, key, prior, objective, learning_rate, log_s2, history, labels, past):

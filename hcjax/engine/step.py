@@ -147,7 +147,7 @@ def member_group_size(population_size: int, member_chunk: int | None) -> int:
 
 
 def train_round(step: StepFn, state, data: jax.Array, ctx: TrainingContext, num_steps: int,
-                member_chunk: int | None = None):
+                member_chunk: int | None = None, unroll: int = 1):
     """``num_steps`` steps of every member of ``state`` (leaves [P, ...]): scan over steps of vmap over members.
 
     Args:
@@ -164,13 +164,15 @@ def train_round(step: StepFn, state, data: jax.Array, ctx: TrainingContext, num_
         set on top of the state, not a regrouped copy of the whole
         population. Members are independent, so grouping changes only
         round-off.
+      unroll: steps per iteration of the scan over steps (``lax.scan``'s
+        ``unroll``; round-off only).
     Returns:
       (new state, aux with leaves [T, P, ...]).
     """
     vstep = jax.vmap(step, in_axes=(0, None, None))
 
     def run(members):
-        return jax.lax.scan(lambda carry, _: vstep(carry, data, ctx), members, None, length=num_steps)
+        return jax.lax.scan(lambda carry, _: vstep(carry, data, ctx), members, None, length=num_steps, unroll=unroll)
 
     p = jax.tree.leaves(state)[0].shape[0]
     c = member_group_size(p, member_chunk)

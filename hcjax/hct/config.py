@@ -122,11 +122,13 @@ class TrainingConfig:
     joint_round: bool = opt(False, "train the HCT and baseline members as one population (one compiled round: "
                                    "faster to start and to run, but each population's float bits then depend on "
                                    "the other's; where both share a trainer and state layout)", "--joint-round")
+    scan_unroll: int = opt(1, "training steps per iteration of the compiled step loop (lax.scan's unroll; other "
+                              "values than 1 change round-off)", "--scan-unroll")
 
     def settings(self, **flags) -> TrainSettings:
         """The engine's :class:`TrainSettings` (``flags``: with_constraint, with_latent_recon, ...)."""
         return TrainSettings(batch_size=self.batch_size, num_samples=self.elbo_samples, grad_clip=self.grad_clip,
-                             member_chunk=self.member_chunk, **flags)
+                             member_chunk=self.member_chunk, scan_unroll=self.scan_unroll, **flags)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -135,6 +135,7 @@ def validate(c: HCTConfig) -> None:
     _candidates(c)
     check_int("train.batch_size", c.train.batch_size, minimum=1)
     check_int("train.elbo_samples", c.train.elbo_samples, minimum=1)
+    check_int("train.scan_unroll", c.train.scan_unroll, minimum=1)
     check_positive("train.learning_rate", c.train.learning_rate)
     if isinstance(c.train.member_chunk, str):
         if c.train.member_chunk != "auto":

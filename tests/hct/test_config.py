@@ -92,6 +92,17 @@ def _train_config(argv):
     return build_config(parser.parse_args(argv))
 
 
+def test_scan_unroll_flag_reaches_both_trainers():
+    """``--scan-unroll 2`` sets ``train.scan_unroll`` and the engine settings of the HCT and baseline trainers
+    (default 1). Catches: the flag parsed but not passed on to TrainSettings."""
+    from hcjax.hct.setup import _trainers
+
+    assert _train_config([]).train.scan_unroll == 1
+    config = _train_config(["--scan-unroll", "2"])
+    model = config.model.for_data(8)
+    assert [t.settings.scan_unroll for t in _trainers(config, model)] == [2, 2]
+
+
 def test_cli_grid_flags_make_the_product_of_s2_scales_and_betas():
     """``--grid-s2-scale 0.5,4 --grid-beta 1,2,3``: six groups, every scale with every beta (scale-major), and
     each group resolves to its own s2 = scale x lambda_max and beta.
