@@ -120,8 +120,8 @@ def _scan_unrolls(jaxpr) -> list:
 
 
 def test_scan_unroll_reaches_the_step_scan_and_changes_only_round_off():
-    """TrainSettings(scan_unroll=2): the scan over steps is unrolled twice (in groups of members too), the
-    members are those of the plain loop up to round-off, their integer leaves (steps, keys, counters) are equal,
+    """TrainSettings(scan_unroll=2): the scan over steps is unrolled twice (one vmap, or groups of members), the
+    members (unrolled, in groups of 2) are those of the plain loop up to round-off, their integer leaves (steps, keys, counters) are equal,
     and an invalid value is refused naming the setting.
 
     Catches: the setting not passed to ``lax.scan`` (unroll 1 in the program), or an unrolled loop that runs
@@ -134,14 +134,15 @@ def test_scan_unroll_reaches_the_step_scan_and_changes_only_round_off():
         state = _population(trainer, p=4)
         program = jax.make_jaxpr(lambda s: trainer._train_round(s, x, objectives.TrainingContext(), 15))(state)
         assert unroll in _scan_unrolls(program.jaxpr), (unroll, chunk, _scan_unrolls(program.jaxpr))
+        if chunk is None and unroll == 2:
+            continue  # traced only: each compiled program costs several seconds of the suite
         runs[unroll, chunk] = trainer.train(state, x, 15)[0]
-    for other in ((2, None), (2, 2)):
-        for a, b in zip(jax.tree.leaves(runs[1, None]), jax.tree.leaves(runs[other])):
-            a, b = np.asarray(a), np.asarray(b)
-            if np.issubdtype(a.dtype, np.floating):
-                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # measured: at most 6e-8
-            else:
-                np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(runs[1, None]), jax.tree.leaves(runs[2, 2])):
+        a, b = np.asarray(a), np.asarray(b)
+        if np.issubdtype(a.dtype, np.floating):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # measured: at most 6e-8
+        else:
+            np.testing.assert_array_equal(a, b)
     assert np.all(np.asarray(runs[2, 2].step) == 15)
     with pytest.raises(ValueError, match=r"^scan_unroll must be >= 1, got 0\."):
         population.TrainSettings(scan_unroll=0)
