@@ -120,6 +120,7 @@ def test_every_config_field_refuses_a_wrong_type(section, name, tp):
         HCTConfig.from_dict({section: {name: _wrong_value(tp)}})
 
 
+@pytest.mark.slow  # 20-32 s cold on 2 cores (a whole CLI run): in `make test-slow` (CI runs it)
 def test_diverged_members_are_reported_as_diverged_never_as_informative(tmp_path):
     """A learning rate of 1e6 used to show members with 2 active units and MI 5.2 nats, 'collapsed False'."""
     result = run_hct(HCTConfig.from_dict(TINY | {"rounds": 2, "final_steps": 40, "learning_rate": 1e6}))
@@ -134,6 +135,7 @@ def test_diverged_members_are_reported_as_diverged_never_as_informative(tmp_path
     _strict_json(dumps(result.to_json()))
 
 
+@pytest.mark.slow  # 20-32 s cold on 2 cores (a whole CLI run): in `make test-slow` (CI runs it)
 def test_the_cli_table_and_files_of_a_diverged_run(tmp_path):
     out = str(tmp_path / "run")
     cfg = str(tmp_path / "cfg.json")
@@ -157,6 +159,7 @@ def test_the_cli_table_and_files_of_a_diverged_run(tmp_path):
     assert "unit 3/3 (final)" in done.stderr
 
 
+@pytest.mark.slow  # 20-32 s cold on 2 cores (a whole CLI run): in `make test-slow` (CI runs it)
 def test_resume_into_an_empty_directory_says_so(tmp_path):
     cfg = str(tmp_path / "cfg.json")
     HCTConfig.from_dict(TINY | {"rounds": 1, "final_steps": 0}).save_json(cfg)
