@@ -120,9 +120,9 @@ def _scan_unrolls(jaxpr) -> list:
 
 
 def test_scan_unroll_reaches_the_step_scan_and_changes_only_round_off():
-    """TrainSettings(scan_unroll=2): the scan over steps is unrolled twice (one vmap, or groups of members), the
-    members (unrolled, in groups of 2) are those of the plain loop up to round-off, their integer leaves (steps, keys, counters) are equal,
-    and an invalid value is refused naming the setting.
+    """TrainSettings(scan_unroll=2): the scan over steps is unrolled twice (one vmap, or groups of members); the
+    members (unrolled, in groups of 2) are those of the plain loop up to round-off, with equal integer leaves
+    (steps, keys, counters); an invalid value is refused naming the setting.
 
     Catches: the setting not passed to ``lax.scan`` (unroll 1 in the program), or an unrolled loop that runs
     other steps (an odd T with unroll 2 must still run exactly T steps: 2 * 7 + 1 = 15)."""
