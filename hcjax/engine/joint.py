@@ -26,7 +26,7 @@ from hcjax._validate import check_int
 from hcjax.engine import objectives as objectives_lib
 from hcjax.engine.population import PopulationState, Trainer, _check_train_inputs, population_size
 
-__all__ = ["train_together", "join", "split"]
+__all__ = ["train_together", "init_together", "join", "split"]
 
 
 def join(states, shards: int = 1):
@@ -54,6 +54,18 @@ def split(joint, sizes, shards: int = 1, axis: int = 0):
     per_leaf, treedef = jax.tree.flatten(joint)
     cut = [parts(x) for x in per_leaf]
     return tuple(jax.tree.unflatten(treedef, [c[i] for c in cut]) for i in range(len(sizes)))
+
+
+def _check_alike(items: tuple, name: str, hint: str, remedy: str) -> None:
+    """Raise unless every pytree of ``items`` has the structure, trailing shapes and dtypes of ``items[0]``."""
+    structure = jax.tree.structure(items[0])
+    for i, one in enumerate(items):
+        if jax.tree.structure(one) != structure:
+            raise ValueError(f"{name}[{i}] has another structure than {name}[0] ({hint}); {remedy}.")
+        for a, b in zip(jax.tree.leaves(items[0]), jax.tree.leaves(one)):
+            if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+                raise ValueError(f"{name}[{i}] has a leaf of shape {b.shape} ({b.dtype}) where {name}[0] has "
+                                 f"{a.shape} ({a.dtype}); only the population axis may differ.")
 
 
 @functools.partial(jax.jit, static_argnames=("trainer", "num_steps", "shards"))
@@ -86,18 +98,39 @@ def train_together(trainer: Trainer, states, data, num_steps: int,
     if not states or not all(isinstance(st, PopulationState) for st in states):
         raise TypeError(f"states must be a non-empty sequence of PopulationState, got "
                         f"{[type(st).__name__ for st in states]}.")
-    structure = jax.tree.structure(states[0])
+    _check_alike(states, "states", "labels or past constraints in one only", "train them separately with Trainer.train")
     for i, st in enumerate(states):
-        if jax.tree.structure(st) != structure:
-            raise ValueError(f"states[{i}] has another structure than states[0] (labels or past constraints in "
-                             "one only); train them separately with Trainer.train.")
-        for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(st)):
-            if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
-                raise ValueError(f"states[{i}] has a leaf of shape {b.shape} ({b.dtype}) where states[0] has "
-                                 f"{a.shape} ({a.dtype}); only the population axis may differ.")
         if population_size(st) % shards:
             raise ValueError(f"states[{i}] has P={population_size(st)} members, not a multiple of "
                              f"shards={shards}.")
         _check_train_inputs(trainer.model, trainer.settings, st, data, ctx)
     ctx = ctx if ctx is not None else objectives_lib.TrainingContext()
     return _train_joint(trainer, states, data, ctx, num_steps=num_steps, shards=shards)
+
+
+def init_together(trainer: Trainer, inputs) -> tuple[PopulationState, ...]:
+    """Several populations of ``trainer``, initialised by one call of its compiled ``init``.
+
+    Args:
+      trainer: the :class:`~hcjax.engine.population.Trainer` of every population.
+      inputs: a sequence of :meth:`Trainer.init_inputs <hcjax.engine.population.Trainer.init_inputs>` results,
+        one per population (P_i members each; the same optional inputs in all).
+    Returns:
+      the populations, in the order of ``inputs``: one compilation instead of one per population size. A
+      member's initialisation (random draws from its own key, zeros) sums over no other member, so each
+      population is ``trainer.init_population`` with the same arguments up to float32 round-off of the
+      compiled draws: bit-identical with XLA's default flags for the demo and a conv model
+      (``benchmarks/joint_round_roundoff.py``), 1 ulp apart at a lower optimisation level.
+    """
+    if not isinstance(trainer, Trainer):
+        raise TypeError(f"trainer must be a Trainer, got {type(trainer).__name__}.")
+    inputs = tuple(inputs)
+    if not inputs:
+        raise ValueError("inputs must hold at least one population's Trainer.init_inputs.")
+    _check_alike(inputs, "inputs", "labels in one only", "initialise them separately with Trainer.init_population")
+    return _init_joint(trainer, inputs, sizes=tuple(int(one[0].shape[0]) for one in inputs))
+
+
+@functools.partial(jax.jit, static_argnames=("trainer", "sizes"))
+def _init_joint(trainer: Trainer, inputs, sizes):
+    return split(trainer._init(*jax.tree.map(lambda *xs: jnp.concatenate(xs), *inputs)), sizes)

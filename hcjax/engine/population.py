@@ -39,21 +39,11 @@ from hcjax.vae import priors as priors_lib
 from hcjax._validate import check_int, check_positive
 from hcjax.vae.models import ModelConfig, VAE, make_vae
 
-__all__ = [
-    "AUTO_GROUP_BYTES",  # re-exported from hcjax.engine.member_groups
-    "History",  # re-exported from hcjax.engine.lineage
-    "auto_member_chunk",  # re-exported from hcjax.engine.member_groups
-    "member_activation_bytes",  # re-exported from hcjax.engine.member_groups
-    "PopulationState",
-    "TrainSettings",
-    "as_typed_key",
-    "Trainer",
-    "make_optimizer",
-    "member_group_size",  # re-exported from hcjax.engine.step
-    "new_history",  # re-exported from hcjax.engine.lineage
-    "population_size",
-    "take",
-    "tree_where",  # re-exported from hcjax.engine.step
+__all__ = [  # AUTO_GROUP_BYTES, auto_member_chunk, member_activation_bytes (hcjax.engine.member_groups), History,
+    # new_history (hcjax.engine.lineage), member_group_size and tree_where (hcjax.engine.step) are re-exported
+    "AUTO_GROUP_BYTES", "History", "auto_member_chunk", "member_activation_bytes", "PopulationState", "TrainSettings",
+    "as_typed_key", "Trainer", "make_optimizer", "member_group_size", "new_history", "population_size", "take",
+    "tree_where",
 ]
 
 
@@ -330,37 +320,18 @@ class Trainer:
           labels: [P, N] int component index of every training row under each
             member's clustering constraint (required by ``with_constraint``).
         """
-        if priors.logits.ndim != 2:
-            raise ValueError(f"priors must be stacked with a leading population axis (logits [P, J]); "
-                             f"got logits of shape {priors.logits.shape}. Use hcjax.vae.priors.stack.")
-        p = priors.logits.shape[0]
-        if priors.means.shape[-1] != self.model.latent_dim:
-            raise ValueError(f"priors have latent dimension {priors.means.shape[-1]} but the model has "
-                             f"latent_dim={self.model.latent_dim}.")
-        check_positive("learning_rate", learning_rate)
-        check_positive("decoder_variance", decoder_variance, "s2 is a variance; give e.g. 4 * lambda_max.")
-        check_int("history_length", history_length, minimum=1)
-        vec = lambda v, dtype=jnp.float32: jnp.broadcast_to(jnp.asarray(v, dtype), (p,))
-        if objective.beta.ndim == 0:
-            objective = jax.tree.map(lambda a: jnp.broadcast_to(a, (p,)), objective)
-        ids = jnp.arange(p, dtype=jnp.int32) if constraint_ids is None else vec(constraint_ids, jnp.int32)
-        history = jax.vmap(lambda i: new_history(i, history_length))(ids)
-        if self.settings.with_constraint:
-            if labels is None or np.ndim(labels) != 2 or np.shape(labels)[0] != p:
-                raise ValueError(f"settings.with_constraint=True needs labels of shape [P={p}, N] (component index of "
-                                 f"every training row), got {None if labels is None else np.shape(labels)}.")
-            labels = jnp.asarray(labels, jnp.int32)
-        else:
-            labels = None
-        key = as_typed_key(key)
-        if key.shape == (p,):
-            keys = key
-        elif key.shape == ():
-            keys = jax.random.split(key, p)
-        else:
-            raise ValueError(f"key must be one PRNG key or [P={p}] keys, got key array of shape {key.shape}.")
-        return self.init(keys, priors, objective, vec(learning_rate), jnp.log(vec(decoder_variance)), history,
-                         labels)
+        return self.init(*self.init_inputs(key, priors, objective, learning_rate, decoder_variance, constraint_ids,
+                                           history_length, labels))
+
+    def init_inputs(self, key, priors, objective, learning_rate, decoder_variance, constraint_ids=None,
+                    history_length: int = 8, labels=None) -> tuple:
+        """The checked arguments of the compiled ``init`` for :meth:`init_population`'s (same arguments, errors).
+
+        ``init(*inputs)`` is the population. The inputs of several populations of this trainer, concatenated
+        along the member axis, initialise them all in one call (:func:`hcjax.engine.joint.init_together`).
+        """
+        return _init_inputs(self.model, self.settings, key, priors, objective, learning_rate, decoder_variance,
+                            constraint_ids, history_length, labels)
 
     def train(self, state: PopulationState, data, num_steps: int, ctx: objectives_lib.TrainingContext | None = None,
               donate: bool = False):
@@ -397,3 +368,38 @@ class Trainer:
         k = self.settings.eval_is_samples if num_is_samples is None else check_int("num_is_samples",
                                                                                   num_is_samples, minimum=1)
         return self._evaluate_jit(state, x, as_typed_key(key), k, is_chunk_size)
+
+
+def _init_inputs(model: ModelConfig, settings: TrainSettings, key, priors, objective, learning_rate,
+                 decoder_variance, constraint_ids, history_length, labels) -> tuple:
+    """:meth:`Trainer.init_inputs` of a trainer of ``model`` and ``settings``."""
+    if priors.logits.ndim != 2:
+        raise ValueError(f"priors must be stacked with a leading population axis (logits [P, J]); "
+                         f"got logits of shape {priors.logits.shape}. Use hcjax.vae.priors.stack.")
+    p = priors.logits.shape[0]
+    if priors.means.shape[-1] != model.latent_dim:
+        raise ValueError(f"priors have latent dimension {priors.means.shape[-1]} but the model has "
+                         f"latent_dim={model.latent_dim}.")
+    check_positive("learning_rate", learning_rate)
+    check_positive("decoder_variance", decoder_variance, "s2 is a variance; give e.g. 4 * lambda_max.")
+    check_int("history_length", history_length, minimum=1)
+    vec = lambda v, dtype=jnp.float32: jnp.broadcast_to(jnp.asarray(v, dtype), (p,))
+    if objective.beta.ndim == 0:
+        objective = jax.tree.map(lambda a: jnp.broadcast_to(a, (p,)), objective)
+    ids = jnp.arange(p, dtype=jnp.int32) if constraint_ids is None else vec(constraint_ids, jnp.int32)
+    history = jax.vmap(lambda i: new_history(i, history_length))(ids)
+    if settings.with_constraint:
+        if labels is None or np.ndim(labels) != 2 or np.shape(labels)[0] != p:
+            raise ValueError(f"settings.with_constraint=True needs labels of shape [P={p}, N] (component index of "
+                             f"every training row), got {None if labels is None else np.shape(labels)}.")
+        labels = jnp.asarray(labels, jnp.int32)
+    else:
+        labels = None
+    key = as_typed_key(key)
+    if key.shape == (p,):
+        keys = key
+    elif key.shape == ():
+        keys = jax.random.split(key, p)
+    else:
+        raise ValueError(f"key must be one PRNG key or [P={p}] keys, got key array of shape {key.shape}.")
+    return keys, priors, objective, vec(learning_rate), jnp.log(vec(decoder_variance)), history, labels

@@ -114,12 +114,12 @@ uninterrupted run exactly (all randomness is derived from the root seed and
 the unit index).
 """
 
-from hcjax.hct.baselines import baseline_objective, baseline_population
+from hcjax.hct.baselines import baseline_inputs, baseline_objective, baseline_population
 from hcjax.hct.config import (
     BASELINES, FINAL_OBJECTIVES, BaselinesConfig, CandidatesConfig, CertificateConfig, DataConfig, FinalPhaseConfig,
     HCTConfig, ModelSection, ObjectiveConfig, PopulationConfig, RunConfig, SelectionConfig, TrainingConfig,
 )
-from hcjax.hct.evaluate import Evaluation, evaluate
+from hcjax.hct.evaluate import Evaluation, evaluate, evaluate_together
 from hcjax.hct.layout import MemberLayout
 from hcjax.hct.recorder import Recorder
 from hcjax.hct.results import HCTResult, load_final_model, report_to_dict, save_final_model, summarise
@@ -132,7 +132,7 @@ __all__ = [
     "BASELINES", "FINAL_OBJECTIVES", "HCTConfig", "DataConfig", "ModelSection", "ObjectiveConfig", "TrainingConfig",
     "PopulationConfig", "CandidatesConfig", "SelectionConfig", "FinalPhaseConfig", "CertificateConfig",
     "BaselinesConfig", "RunConfig", "HCTSetup", "HCTState", "HCTResult", "Evaluation", "SelectionEvent",
-    "MemberLayout", "Recorder", "setup", "init", "train", "evaluate", "select", "consensus", "final_phase",
-    "end_rounds", "run_unit", "run_hct", "load_data", "baseline_objective", "baseline_population",
-    "report_to_dict", "summarise", "save_final_model", "load_final_model",
+    "MemberLayout", "Recorder", "setup", "init", "train", "evaluate", "evaluate_together", "select", "consensus",
+    "final_phase", "end_rounds", "run_unit", "run_hct", "load_data", "baseline_objective", "baseline_population",
+    "baseline_inputs", "report_to_dict", "summarise", "save_final_model", "load_final_model",
 ]

@@ -24,7 +24,7 @@ from hcjax.hct.config import HCTConfig, trained_s2
 from hcjax.hct.layout import MemberLayout
 from hcjax.vae import priors
 
-__all__ = ["baseline_objective", "baseline_population"]
+__all__ = ["baseline_objective", "baseline_population", "baseline_inputs"]
 
 
 def baseline_objective(c: HCTConfig, method: str, beta: float) -> objectives.ObjectiveParams:
@@ -54,6 +54,12 @@ def baseline_objective(c: HCTConfig, method: str, beta: float) -> objectives.Obj
 def baseline_population(c: HCTConfig, trainer: pop.Trainer, groups: list[dict], layout: MemberLayout,
                         pool: CandidatePool, keys: jax.Array, num_rows: int) -> pop.PopulationState:
     """G x B x P baseline members (B = number of methods), initialised with ``keys`` [G * B * P]."""
+    return trainer.init(*baseline_inputs(c, trainer, groups, layout, pool, keys, num_rows))
+
+
+def baseline_inputs(c: HCTConfig, trainer: pop.Trainer, groups: list[dict], layout: MemberLayout,
+                    pool: CandidatePool, keys: jax.Array, num_rows: int) -> tuple:
+    """:func:`baseline_population`'s ``trainer.init`` inputs (:meth:`~hcjax.engine.population.Trainer.init_inputs`)."""
     methods, p = c.baselines.methods, layout.group_size
     std = priors.standard_normal(c.model.latent_dim, c.candidates.num_components)
     slot_ids = np.arange(p) % c.candidates.num_candidates
@@ -73,5 +79,5 @@ def baseline_population(c: HCTConfig, trainer: pop.Trainer, groups: list[dict], 
     labels = jnp.concatenate(member_labels) if trainer.settings.with_constraint else None
     is_gmm = [m == "fixed_gmm" for m in methods for _ in range(p)] * layout.num_groups
     ids = np.where(is_gmm, np.tile(slot_ids, layout.num_groups * len(methods)), -1)
-    return trainer.init_population(keys, prior, stacked, c.train.learning_rate, np.asarray(s2),
-                                   constraint_ids=ids, history_length=c.population.rounds + 1, labels=labels)
+    return trainer.init_inputs(keys, prior, stacked, c.train.learning_rate, np.asarray(s2),
+                               constraint_ids=ids, history_length=c.population.rounds + 1, labels=labels)

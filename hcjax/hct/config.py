@@ -119,9 +119,10 @@ class TrainingConfig:
     member_chunk: int | str | None = opt("auto", "train members in groups of at most this many ('auto': chosen "
                                                  "from the member's size and P on CPU, one vmap on accelerators; "
                                                  "None: one vmap)")
-    joint_round: bool = opt(False, "train the HCT and baseline members as one population (one compiled round: "
-                                   "faster to start and to run, but each population's float bits then depend on "
-                                   "the other's; where both share a trainer and state layout)", "--joint-round")
+    joint_round: bool = opt(False, "initialise, train and finally evaluate the HCT and baseline members as one "
+                                   "population (one compiled init, round and end-of-run evaluation: faster to "
+                                   "start and to run, but each population's float bits then depend on the "
+                                   "other's; where both share a trainer and state layout)", "--joint-round")
     scan_unroll: int = opt(1, "training steps per iteration of the compiled step loop (lax.scan's unroll; other "
                               "values than 1 change round-off)", "--scan-unroll")
 

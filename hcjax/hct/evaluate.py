@@ -17,11 +17,11 @@ import jax.numpy as jnp
 from hcjax import clustering
 from hcjax.certify import certificates
 from hcjax.engine import population as pop
-from hcjax.engine import selection, sharding
+from hcjax.engine import joint, selection, sharding
 from hcjax.hct.setup import HCTSetup
 from hcjax.vae import diagnostics, priors, representation
 
-__all__ = ["Evaluation", "evaluate", "durability", "rank", "to_record"]
+__all__ = ["Evaluation", "evaluate", "evaluate_together", "durability", "rank", "to_record"]
 
 
 @flax.struct.dataclass
@@ -127,6 +127,66 @@ def is_chunk(model, rows: int, members: int, samples: int) -> int:
     return max(1, min(samples, IS_CHUNK_BYTES // max(1, per_sample)))
 
 
+@flax.struct.dataclass
+class _MemberMetrics:
+    """The per-member pieces of an :class:`Evaluation` ([n] each), which need no other member."""
+
+    report: diagnostics.CollapseReport
+    assignments: jax.Array
+    alignment_loss: jax.Array | None = None
+    margin: jax.Array | None = None
+    probe_accuracy: jax.Array | None = None
+    knn_accuracy: jax.Array | None = None
+    label_ari: jax.Array | None = None
+
+
+def _member_metrics(s: HCTSetup, trainer: pop.Trainer, members: pop.PopulationState, keys, heldout: bool):
+    """(:class:`_MemberMetrics`, teacher information or None) of ``members`` evaluated with ``keys`` [n]."""
+    x = s.heldout if heldout else s.x_eval
+    if heldout:
+        k = s.config.run.is_samples
+        report = trainer.evaluate(members, x, keys, k, is_chunk(trainer.model, x.shape[0], members.step.shape[0], k))
+    else:
+        report = trainer.evaluate(members, x, keys)
+    latents = trainer.latent_means(members, x)
+    assignments = _assignments(members.prior, latents)
+    info = loss = margin = None
+    if s.certificate is not None:
+        rows = s.certificate.teacher_heldout if heldout else s.certificate.teacher_eval
+        info, loss, margin = _margins(s.certificate.head, latents, rows)
+    probe = knn = ari = None
+    if s.labels is not None:
+        lab = s.labels
+        probe, knn, ari = _label_metrics(trainer.latent_means(members, lab.probe_x), lab.probe_y, latents,
+                                         lab.heldout_y if heldout else lab.eval_y, assignments,
+                                         lab.num_classes, s.config.candidates.num_components)
+    return _MemberMetrics(report, assignments, loss, margin, probe, knn, ari), info
+
+
+def _evaluation(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.Trainer, heldout: bool,
+                m: _MemberMetrics, info) -> Evaluation:
+    """The :class:`Evaluation` of ``members`` from their per-member metrics: consensus, fitness, verdicts."""
+    consensus = _pairwise_ari_groups(s.layout.by_group(m.assignments), s.config.candidates.num_components).reshape(-1)
+    certified = None if m.margin is None else m.margin > s.config.certificate.tau
+    durable = None
+    if s.config.selection.fitness == "durability" and not heldout and trainer is s.trainer:
+        durable = durability(s, members, unit)
+    report = m.report
+    finite = jnp.isfinite(report.elbo) & jnp.isfinite(report.kl) & jnp.isfinite(report.mutual_info)
+    diverged = (members.nonfinite_steps > 0) | ~finite
+    collapsed = ~diverged & ((report.mutual_info < s.config.selection.collapse_mi_threshold)
+                             | (report.active_units == 0))
+    return Evaluation(report=report, consensus=consensus, teacher_information=info, alignment_loss=m.alignment_loss,
+                      margin=m.margin, certified=certified, nonfinite_steps=members.nonfinite_steps,
+                      fitness=_fitness(s, report.elbo, m.margin, consensus, report.mutual_info, durable),
+                      diverged=diverged, collapsed=collapsed, probe_accuracy=m.probe_accuracy,
+                      knn_accuracy=m.knn_accuracy, label_ari=m.label_ari, durability=durable)
+
+
+def _eval_keys(s: HCTSetup, members: pop.PopulationState, unit: int) -> jax.Array:
+    return s.member_keys("eval", unit, copies=members.step.shape[0] // s.layout.size)
+
+
 def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.Trainer | None = None,
              heldout: bool = False) -> Evaluation:
     """Evaluate every member on the held-out points with keys of ``unit``.
@@ -137,40 +197,37 @@ def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.
     importance samples; otherwise the per-round evaluation on ``s.x_eval``.
     """
     trainer = trainer or s.trainer
-    size = members.step.shape[0]
-    keys = s.member_keys("eval", unit, copies=size // s.layout.size)
-    x = s.heldout if heldout else s.x_eval
-    if heldout:
-        k = s.config.run.is_samples
-        report = trainer.evaluate(members, x, keys, k, is_chunk(trainer.model, x.shape[0], size, k))
-    else:
-        report = trainer.evaluate(members, x, keys)
-    latents = trainer.latent_means(members, x)
-    assignments = _assignments(members.prior, latents)
-    consensus = _pairwise_ari_groups(s.layout.by_group(assignments), s.config.candidates.num_components).reshape(-1)
-    info = loss = margin = certified = None
-    if s.certificate is not None:
-        rows = s.certificate.teacher_heldout if heldout else s.certificate.teacher_eval
-        info, loss, margin = _margins(s.certificate.head, latents, rows)
-        certified = margin > s.config.certificate.tau
-    probe = knn = ari = None
-    if s.labels is not None:
-        lab = s.labels
-        probe, knn, ari = _label_metrics(trainer.latent_means(members, lab.probe_x), lab.probe_y, latents,
-                                         lab.heldout_y if heldout else lab.eval_y, assignments,
-                                         lab.num_classes, s.config.candidates.num_components)
-    durable = None
-    if s.config.selection.fitness == "durability" and not heldout and trainer is s.trainer:
-        durable = durability(s, members, unit)
-    finite = jnp.isfinite(report.elbo) & jnp.isfinite(report.kl) & jnp.isfinite(report.mutual_info)
-    diverged = (members.nonfinite_steps > 0) | ~finite
-    collapsed = ~diverged & ((report.mutual_info < s.config.selection.collapse_mi_threshold)
-                             | (report.active_units == 0))
-    return Evaluation(report=report, consensus=consensus, teacher_information=info, alignment_loss=loss,
-                      margin=margin, certified=certified, nonfinite_steps=members.nonfinite_steps,
-                      fitness=_fitness(s, report.elbo, margin, consensus, report.mutual_info, durable),
-                      diverged=diverged, collapsed=collapsed, probe_accuracy=probe, knn_accuracy=knn, label_ari=ari,
-                      durability=durable)
+    m, info = _member_metrics(s, trainer, members, _eval_keys(s, members, unit), heldout)
+    return _evaluation(s, members, unit, trainer, heldout, m, info)
+
+
+@partial(jax.jit, static_argnames="shards")
+def _join_for_evaluation(populations, keys, shards: int):
+    """One population (without optimizer state and labels, which evaluation does not read) and its keys."""
+    light = [m.replace(opt_state=None, labels=None, past_constraints=None) for m in populations]
+    return joint.join(light, shards), joint.join(keys, shards)
+
+
+_split_metrics = jax.jit(joint.split, static_argnames=("sizes", "shards"))
+
+
+def evaluate_together(s: HCTSetup, populations, heldout: bool = False, shards: int = 1) -> tuple[Evaluation, ...]:
+    """:func:`evaluate` of several populations of ``s.trainer`` (``(members, unit)`` pairs) in one compiled pass.
+
+    Their members are joined (as :func:`hcjax.engine.joint.join`, blocks over ``shards`` devices) and evaluated
+    at once, so each program compiles once, not once per population size (the HCT and baseline members'
+    end-of-run reports with ``train.joint_round``). Each member gets the keys :func:`evaluate` gives it; its
+    numbers equal :func:`evaluate`'s up to float32 round-off (another batch size), and, for the importance
+    samples, up to the chunk size, which :func:`is_chunk` chooses for the joined population.
+    """
+    populations = tuple(populations)
+    sizes = tuple(int(m.step.shape[0]) for m, _ in populations)
+    keys = [_eval_keys(s, m, unit) for m, unit in populations]
+    joined, joined_keys = _join_for_evaluation([m for m, _ in populations], keys, shards=shards)
+    m, info = _member_metrics(s, s.trainer, joined, joined_keys, heldout)
+    parts = _split_metrics(m, sizes=sizes, shards=shards)
+    return tuple(_evaluation(s, members, unit, s.trainer, heldout, part, info)
+                 for (members, unit), part in zip(populations, parts))
 
 
 _rank_groups = jax.jit(jax.vmap(selection.rank))

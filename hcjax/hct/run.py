@@ -25,10 +25,10 @@ from hcjax._io import atomic_write_text, dumps
 from hcjax.engine import sharding
 from hcjax.engine.checkpoint import Checkpointer, CheckpointError, config_differences
 from hcjax.hct.config import REPRODUCIBILITY_IGNORED, HCTConfig
-from hcjax.hct.evaluate import evaluate, to_record
+from hcjax.hct.evaluate import evaluate, evaluate_together, to_record
 from hcjax.hct.recorder import Recorder, per_member
 from hcjax.hct.results import HCTResult
-from hcjax.hct.round import consensus, end_rounds, final_objective, select, train
+from hcjax.hct.round import consensus, end_rounds, final_objective, select, train, trained_together
 from hcjax.hct.setup import HCTSetup, setup
 from hcjax.hct.state import HCTState, init, place
 
@@ -126,8 +126,14 @@ def _open_checkpoints(s: HCTSetup, state: HCTState, recorder: Recorder, out_dir:
 def _end_of_run_reports(s: HCTSetup, state: HCTState, recorder: Recorder) -> tuple[list, list]:
     """(final slots' reports, baseline members' reports) of a finished run."""
     layout, n = s.layout, s.layout.size
-    if s.config.final_units:
+    ev = bev = None
+    if s.config.final_units and trained_together(s, state):  # one compiled evaluation of both populations
+        ev, bev = (to_record(e) for e in evaluate_together(
+            s, ((state.members, FINAL_EVAL_UNIT), (state.baselines, BASELINE_EVAL_UNIT)), heldout=True,
+            shards=s.mesh.size))
+    elif s.config.final_units:
         ev = to_record(evaluate(s, state.members, FINAL_EVAL_UNIT, heldout=True))
+    if ev is not None:
         ev.pop("fitness")
         final = [{"group": layout.group_of(i), "slot": i, "objective": final_objective(s, i),
                   "report": per_member(ev, i, n)} for i in range(n)]
@@ -137,7 +143,9 @@ def _end_of_run_reports(s: HCTSetup, state: HCTState, recorder: Recorder) -> tup
                  for g, m in enumerate(chosen)]
     baselines = []
     if state.baselines is not None:
-        bev = to_record(evaluate(s, state.baselines, BASELINE_EVAL_UNIT, trainer=s.baseline_trainer, heldout=True))
+        if bev is None:
+            bev = to_record(evaluate(s, state.baselines, BASELINE_EVAL_UNIT, trainer=s.baseline_trainer,
+                                     heldout=True))
         bev.pop("fitness")
         copies = len(s.methods)
         baselines = [{"group": layout.group_of(i, copies), "method": s.methods[layout.copy_of(i, copies)],

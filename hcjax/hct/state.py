@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hcjax.engine import objectives
+from hcjax.engine import joint, objectives
 from hcjax.engine import population as pop
 from hcjax.engine import sharding
-from hcjax.hct.baselines import baseline_population
+from hcjax.hct.baselines import baseline_inputs
 from hcjax.hct.config import trained_s2
 from hcjax.hct.setup import HCTSetup
 
@@ -55,7 +55,8 @@ class HCTState:
         return int(sharding.to_host(self.unit))
 
 
-def _hct_population(s: HCTSetup) -> pop.PopulationState:
+def _hct_inputs(s: HCTSetup) -> tuple:
+    """The HCT members' ``trainer.init`` inputs (:meth:`~hcjax.engine.population.Trainer.init_inputs`)."""
     c, layout = s.config, s.layout
     ids = np.tile(np.arange(layout.group_size) % c.candidates.num_candidates, layout.num_groups)
     obj = objectives.objective_params(beta=c.objective.beta, learn_s2=c.objective.learn_decoder_variance,
@@ -65,7 +66,7 @@ def _hct_population(s: HCTSetup) -> pop.PopulationState:
     labels = s.pool.labels[jnp.asarray(ids)] if c.candidates.constraint_weight > 0 else None
     # with candidates.constraint_history="all" the trainer's with_constraint_history is on and every member
     # starts with an empty set of past constraints of H = rounds + 1 slots (members.past_constraints)
-    return s.trainer.init_population(
+    return s.trainer.init_inputs(
         s.member_keys("init"), pop.take(s.pool.priors, jnp.asarray(ids)), obj, c.train.learning_rate,
         layout.per_group([trained_s2(g) for g in s.groups]), constraint_ids=ids,
         history_length=c.population.rounds + 1, labels=labels)
@@ -74,15 +75,21 @@ def _hct_population(s: HCTSetup) -> pop.PopulationState:
 def init(s: HCTSetup) -> HCTState:
     """The state before the first round: fresh members under pool constraints 0..P-1 (cycled)."""
     c = s.config
-    baselines = None
+    members = baselines = None
+    inputs = _hct_inputs(s)
     if s.methods:
         keys = s.member_keys("baselines", copies=len(s.methods))
-        baselines = sharding.shard_population(
-            baseline_population(c, s.baseline_trainer, s.groups, s.layout, s.pool, keys, s.dataset.train.shape[0]),
-            s.mesh)
+        base_inputs = baseline_inputs(c, s.baseline_trainer, s.groups, s.layout, s.pool, keys, s.dataset.train.shape[0])
+        if (c.train.joint_round and s.trainer is s.baseline_trainer
+                and jax.tree.structure(inputs) == jax.tree.structure(base_inputs)):  # one compiled init for both
+            members, baselines = joint.init_together(s.trainer, (inputs, base_inputs))
+        else:
+            baselines = s.baseline_trainer.init(*base_inputs)
+        baselines = sharding.shard_population(baselines, s.mesh)
+    members = s.trainer.init(*inputs) if members is None else members
     scalar = lambda v: sharding.replicate(jnp.asarray(v, jnp.int32), s.mesh)
     return HCTState(
-        members=sharding.shard_population(_hct_population(s), s.mesh), baselines=baselines, unit=scalar(0),
+        members=sharding.shard_population(members, s.mesh), baselines=baselines, unit=scalar(0),
         next_constraint_id=scalar(c.candidates.num_candidates), next_candidate=scalar(c.population.size),
         next_refit=scalar(0),
         consensus=sharding.replicate(jnp.full((s.layout.num_groups,), -1, jnp.int32), s.mesh))

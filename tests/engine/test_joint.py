@@ -91,3 +91,53 @@ def test_train_together_refuses_mismatched_populations_before_tracing():
         joint.train_together(plain, (a, b), x, 0)
     with pytest.raises(TypeError, match="states must be a non-empty sequence"):
         joint.train_together(plain, (), x, 3)
+
+
+def _init_args(betas, seed, rows=12):
+    n = len(betas)
+    obj = jax.tree.map(lambda *v: jnp.stack(v), *[objectives.objective_params(beta=b) for b in betas])
+    labels = jax.random.randint(jax.random.key(seed + 100), (n, rows), 0, 2)
+    return (jax.random.key(seed), priors.stack([priors.standard_normal(2, 2)] * n), obj, 1e-2,
+            jnp.linspace(0.5, 2.0, n), jnp.arange(n) + 10 * seed, 3, labels)
+
+
+def test_populations_initialised_together_equal_their_own_init():
+    """Two populations of different sizes initialised by one compiled call equal ``init_population`` of each
+    up to float32 round-off of the compiled draws (1 ulp under the test suite's XLA flags; bit-identical with
+    the default flags for the demo and a conv model, ``benchmarks/joint_round_roundoff.py``), with every
+    integer leaf (keys, steps, histories) identical.
+
+    Catches: a split that returns the populations in the wrong order or mixes members (other keys, s2 and
+    constraint ids: differences of order 1), and inputs of one population dropped.
+    """
+    trainer = pop.Trainer(MODEL, pop.TrainSettings(batch_size=8, with_constraint=True))
+    args_a, args_b = _init_args((0.5, 1.0), 1), _init_args((2.0, 3.0, 0.25), 2)
+    a, b = joint.init_together(trainer, (trainer.init_inputs(*args_a), trainer.init_inputs(*args_b)))
+    for got, args in ((a, args_a), (b, args_b)):
+        own = trainer.init_population(*args)
+        assert pop.population_size(got) == pop.population_size(own)
+        for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(own), strict=True):
+            x, y = np.asarray(x), np.asarray(y)
+            if np.issubdtype(x.dtype, np.floating):
+                np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(b.history.constraint_ids[:, 0], [20, 21, 22])
+
+
+def test_init_together_refuses_mismatched_inputs():
+    """Catches: inputs with labels in one population only, or another history length, concatenated silently
+    (a trace-time error deep in XLA, or members with the wrong number of history slots)."""
+    constrained = pop.Trainer(MODEL, pop.TrainSettings(batch_size=8, with_constraint=True))
+    plain = pop.Trainer(MODEL, pop.TrainSettings(batch_size=8))
+    with_labels = constrained.init_inputs(*_init_args((1.0,), 1))
+    without = plain.init_inputs(*_init_args((1.0,), 2)[:-1])
+    with pytest.raises(ValueError, match=r"inputs\[1\] has another structure than inputs\[0\]"):
+        joint.init_together(constrained, (with_labels, without))
+    longer = constrained.init_inputs(*_init_args((1.0,), 3)[:-2], 5, _init_args((1.0,), 3)[-1])
+    with pytest.raises(ValueError, match=r"inputs\[1\] has a leaf of shape \(1, 5\)"):
+        joint.init_together(constrained, (with_labels, longer))
+    with pytest.raises(ValueError, match="inputs must hold at least one"):
+        joint.init_together(constrained, ())
+    with pytest.raises(TypeError, match="trainer must be a Trainer"):
+        joint.init_together("trainer", (with_labels,))
