@@ -9,7 +9,7 @@ keys, counters, histories) is identical, and whether the selection after round 1
 Then, for the separately trained state, the end-of-run evaluation of both populations done both ways
 (``evaluate`` per population, ``evaluate_together``, which ``train.joint_round`` uses): the largest difference
 of each report metric. Last, whether one ``init`` call of both populations (``engine.joint.init_together``,
-used whenever they share a trainer) gives the bits of their own inits, for the demo and a conv model on digits.
+which ``train.joint_round`` uses) gives the bits of their own inits, for the demo and a conv model on digits.
 Output: benchmarks/results/joint_round_roundoff.{json,csv}.
 
     python benchmarks/joint_round_roundoff.py [--units 1]

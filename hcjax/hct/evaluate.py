@@ -163,13 +163,16 @@ def _member_metrics(s: HCTSetup, trainer: pop.Trainer, members: pop.PopulationSt
     return _MemberMetrics(report, assignments, loss, margin, probe, knn, ari), info
 
 
-def _evaluation(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.Trainer, heldout: bool,
-                m: _MemberMetrics, info) -> Evaluation:
-    """The :class:`Evaluation` of ``members`` from their per-member metrics: consensus, fitness, verdicts."""
+def _evaluation(s: HCTSetup, members: pop.PopulationState, unit: int, probe: bool, m: _MemberMetrics,
+                info) -> Evaluation:
+    """The :class:`Evaluation` of ``members`` from their per-member metrics: consensus, fitness, verdicts.
+
+    ``probe``: run the durability probe (fitness "durability"): the HCT members' per-round evaluation only.
+    """
     consensus = _pairwise_ari_groups(s.layout.by_group(m.assignments), s.config.candidates.num_components).reshape(-1)
     certified = None if m.margin is None else m.margin > s.config.certificate.tau
     durable = None
-    if s.config.selection.fitness == "durability" and not heldout and trainer is s.trainer:
+    if s.config.selection.fitness == "durability" and probe:
         durable = durability(s, members, unit)
     report = m.report
     finite = jnp.isfinite(report.elbo) & jnp.isfinite(report.kl) & jnp.isfinite(report.mutual_info)
@@ -191,14 +194,16 @@ def evaluate(s: HCTSetup, members: pop.PopulationState, unit: int, trainer: pop.
              heldout: bool = False) -> Evaluation:
     """Evaluate every member on the held-out points with keys of ``unit``.
 
-    Works for the HCT population and (with ``trainer``) the baseline population, whose size is a multiple of
-    G * P; groups of P consecutive members share evaluation keys and are one consensus group. ``heldout``:
-    the end-of-run report, on ``s.heldout`` (the test part when there is one) with ``run.is_samples``
-    importance samples; otherwise the per-round evaluation on ``s.x_eval``.
+    Works for the HCT population (``trainer`` None) and, with ``trainer=s.baseline_trainer``, the baseline
+    population, whose size is a multiple of G * P; groups of P consecutive members share evaluation keys and are
+    one consensus group. ``heldout``: the end-of-run report, on ``s.heldout`` (the test part when there is one)
+    with ``run.is_samples`` importance samples; otherwise the per-round evaluation on ``s.x_eval``, which for
+    the HCT members (``trainer`` None) includes the durability probe of fitness "durability".
     """
+    probe = trainer is None and not heldout
     trainer = trainer or s.trainer
     m, info = _member_metrics(s, trainer, members, _eval_keys(s, members, unit), heldout)
-    return _evaluation(s, members, unit, trainer, heldout, m, info)
+    return _evaluation(s, members, unit, probe, m, info)
 
 
 @partial(jax.jit, static_argnames="shards")
@@ -217,16 +222,24 @@ def evaluate_together(s: HCTSetup, populations, heldout: bool = False, shards: i
     Their members are joined (as :func:`hcjax.engine.joint.join`, blocks over ``shards`` devices) and evaluated
     at once, so each program compiles once, not once per population size (the HCT and baseline members'
     end-of-run reports with ``train.joint_round``). Each member gets the keys :func:`evaluate` gives it; its
-    numbers equal :func:`evaluate`'s up to float32 round-off (another batch size), and, for the importance
-    samples, up to the chunk size, which :func:`is_chunk` chooses for the joined population.
+    numbers equal :func:`evaluate`'s up to float32 round-off (another batch size), except the importance-
+    sampled log-likelihood: :func:`is_chunk` sizes its chunks for the joined population, and each chunk has its
+    own draws. No durability probe runs (fitness "durability" gives NaN, as in end-of-run reports). Memory: the
+    evaluation's activations are those of all members at once, plus a copy of their parameters.
     """
     populations = tuple(populations)
+    if not populations:
+        raise ValueError("populations must hold at least one (members, unit) pair.")
     sizes = tuple(int(m.step.shape[0]) for m, _ in populations)
+    for i, size in enumerate(sizes):
+        if size % s.layout.size or size % shards:
+            raise ValueError(f"populations[{i}] has {size} members, not a multiple of the layout's G * P = "
+                             f"{s.layout.size} and of shards={shards}.")
     keys = [_eval_keys(s, m, unit) for m, unit in populations]
     joined, joined_keys = _join_for_evaluation([m for m, _ in populations], keys, shards=shards)
     m, info = _member_metrics(s, s.trainer, joined, joined_keys, heldout)
     parts = _split_metrics(m, sizes=sizes, shards=shards)
-    return tuple(_evaluation(s, members, unit, s.trainer, heldout, part, info)
+    return tuple(_evaluation(s, members, unit, False, part, info)
                  for (members, unit), part in zip(populations, parts))
 
 
