@@ -96,7 +96,7 @@ def test_a_joint_round_falls_back_to_one_round_each_where_the_states_differ():
 
 SHARDED = r"""
 import json, sys, jax, numpy as np
-from hcjax.hct import HCTConfig, evaluate_together, run_hct, setup
+from hcjax.hct import HCTConfig, run_hct
 cfg = json.loads(sys.argv[1]) | {"devices": 2}
 a = run_hct(HCTConfig.from_dict(cfg | {"joint_round": True}))
 b = run_hct(HCTConfig.from_dict(cfg))
