@@ -80,8 +80,7 @@ def init(s: HCTSetup) -> HCTState:
     if s.methods:
         keys = s.member_keys("baselines", copies=len(s.methods))
         base_inputs = baseline_inputs(c, s.baseline_trainer, s.groups, s.layout, s.pool, keys, s.dataset.train.shape[0])
-        if (c.train.joint_round and s.trainer is s.baseline_trainer
-                and jax.tree.structure(inputs) == jax.tree.structure(base_inputs)):  # one compiled init for both
+        if c.train.joint_round and s.trainer is s.baseline_trainer:  # one compiled init for both
             members, baselines = joint.init_together(s.trainer, (inputs, base_inputs))
         else:
             baselines = s.baseline_trainer.init(*base_inputs)
