@@ -3,8 +3,10 @@
 Runs the main job exactly as ``make demo`` does (``hcjax train`` with its defaults, plus ``--profile
 --no-figures --quiet``) in a fresh process per run, interleaved within each repeat: (1) cache off
 (``HCJAX_COMPILATION_CACHE=0``), (2) cache on with an empty directory (cold), (3) cache on with the directory
-run (2) filled (warm); then (4)-(6) the same three with ``--joint-round`` (HCT and baseline members trained by
-one compiled round), with a cache directory of their own. Prints wall seconds, the ratios to (1), and each
+run (2) filled (warm), all three with ``--no-joint-round`` (each population its own init, round and end-of-run
+evaluation; the default until the joint round became it); then (4)-(6) the same three with ``--joint-round``
+(the default: HCT and baseline members initialised, trained and evaluated as one population), with a cache
+directory of their own. Prints wall seconds, the ratios to (1), and each
 run's compile seconds and section breakdown (``--profile``). Output: benchmarks/results/start_time.{json,csv}.
 
     python benchmarks/start_time.py [--repeats 1] [-- extra hcjax train flags]
@@ -31,7 +33,7 @@ def one_run(case: str, cache_dir: str, extra: list[str]) -> dict:
     env = dict(os.environ, HCJAX_COMPILATION_CACHE="0" if case.startswith("cache off") else cache_dir)
     if case.startswith("cache cold"):
         shutil.rmtree(cache_dir, ignore_errors=True)
-    wall, prof = profiled_train(extra + (["--joint-round"] if joint else []), env=env, timeout=1800)
+    wall, prof = profiled_train(extra + (["--joint-round"] if joint else ["--no-joint-round"]), env=env, timeout=1800)
     return {"case": case, "wall_seconds": wall, "profile_wall_seconds": prof["wall_seconds"],
             "compile_seconds": prof["compile_seconds"], "compile_count": prof["compile_count"],
             "cache_hits": prof["cache_hits"], "cache_misses": prof["cache_misses"],

@@ -10,8 +10,8 @@ The members are independent, so each comes out as it would from its own round, b
 round-off: with XLA's default flags the batched matmuls of another population size may sum in another order,
 and training carries that on (``benchmarks/joint_round_roundoff.py``: after the demo's 500-step first round the
 median leaf moved by 7e-5, Adam's moments by up to 0.1; the selection was the same). A population's bits then
-depend on what it was trained with, which is why HCT uses this only when asked (``train.joint_round``,
-``--joint-round``).
+depend on what it was trained with. HCT does this by default where it can (``train.joint_round``;
+``--no-joint-round`` trains each population on its own), since it is faster to start and to run.
 """
 
 from __future__ import annotations

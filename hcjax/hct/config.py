@@ -119,7 +119,7 @@ class TrainingConfig:
     member_chunk: int | str | None = opt("auto", "train members in groups of at most this many ('auto': chosen "
                                                  "from the member's size and P on CPU, one vmap on accelerators; "
                                                  "None: one vmap)")
-    joint_round: bool = opt(False, "initialise, train and finally evaluate the HCT and baseline members as one "
+    joint_round: bool = opt(True, "initialise, train and finally evaluate the HCT and baseline members as one "
                                    "population (one compiled init, round and end-of-run evaluation: faster to "
                                    "start and to run, but each population's float bits then depend on the "
                                    "other's; where both share a trainer and state layout)", "--joint-round")

@@ -18,7 +18,7 @@ CONFIG = dict(num_samples=600, population_size=4, rounds=2, steps_per_round=40, 
               refit_points=200, seed=3, baselines=("vanilla", "fixed_gmm"))
 
 
-# members of a joint run vs the default: the joint init's 1-ulp differences (tests/engine/test_joint.py) carried
+# members of a joint run vs separate rounds: the joint init's 1-ulp differences (tests/engine/test_joint.py) carried
 # through the run's 120 steps; measured up to 6e-6 here, against differences of order 1e-1 when members are mixed
 JOINT_ATOL = 5e-5
 
@@ -45,12 +45,12 @@ def _assert_same_reports(a, b, key):
 
 
 def test_a_joint_round_compiles_one_training_program_and_trains_the_same_members():
-    """With ``joint_round`` the whole run (two rounds, the final phase) compiles one training program
-    (``_train_joint``) for both populations, where the default compiles ``_train_round`` once per population
-    size, and one end-of-run evaluation for both (not one per population); the members, baselines, lineage
-    and end-of-run reports are those of the default run up to float32 round-off (``JOINT_ATOL``). The joint
-    run also initialises both populations with one compiled init (``_init_joint``) where the default compiles
-    ``_init`` once per population size.
+    """With ``joint_round`` (the default) the whole run (two rounds, the final phase) compiles one training
+    program (``_train_joint``) for both populations, where ``joint_round=False`` compiles ``_train_round`` once
+    per population size, and one end-of-run evaluation for both (not one per population); the members,
+    baselines, lineage and end-of-run reports are those of the separate run up to float32 round-off
+    (``JOINT_ATOL``). The joint run also initialises both populations with one compiled init (``_init_joint``)
+    where the separate run compiles ``_init`` once per population size.
 
     Catches: the option ignored (two ``_train_round`` compilations, three ``evaluate``), a joint round compiled
     again every round, HCT members and baselines swapped or mixed when the joint population is split (a
@@ -59,11 +59,11 @@ def test_a_joint_round_compiles_one_training_program_and_trains_the_same_members
     not used. Also: ``evaluate_together`` refuses a population whose size does not fit the layout.
     """
     jax.clear_caches()  # compile counts independent of what ran earlier in this process (same shapes elsewhere)
-    separate, separate_compiled = _trained(CONFIG, units=None)
+    separate, separate_compiled = _trained(CONFIG | {"joint_round": False}, units=None)
     joint, joint_compiled = _trained(CONFIG | {"joint_round": True}, units=None)
     assert separate_compiled.get("jit(_train_round)") == 2 and "jit(_train_joint)" not in separate_compiled
     assert joint_compiled.get("jit(_train_joint)") == 1 and "jit(_train_round)" not in joint_compiled
-    # the default compiles the per-round evaluation (P = 4) and one end-of-run evaluation per population size
+    # the separate run compiles the per-round evaluation (P = 4) and one end-of-run evaluation per population size
     # (4, 8); the joint run reuses the first (one evaluation program per model in a process) and compiles one
     # end-of-run evaluation of the 12 members
     assert separate_compiled.get("jit(evaluate)") == 3 and joint_compiled.get("jit(evaluate)") == 1
@@ -99,7 +99,7 @@ import json, sys, jax, numpy as np
 from hcjax.hct import HCTConfig, run_hct
 cfg = json.loads(sys.argv[1]) | {"devices": 2}
 a = run_hct(HCTConfig.from_dict(cfg | {"joint_round": True}))
-b = run_hct(HCTConfig.from_dict(cfg))
+b = run_hct(HCTConfig.from_dict(cfg | {"joint_round": False}))
 diff = max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
            for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state))
            if np.issubdtype(np.asarray(x).dtype, np.floating))
