@@ -13,15 +13,16 @@ from hcjax.vae.models import ModelConfig, make_vae
 ])
 def test_shapes_and_population_vmap(config):
     vae = make_vae(config)
-    params = jax.vmap(vae.init)(jax.random.split(jax.random.key(0), 3))  # population of 3
+    # jitted: the same functions, compiled once instead of dispatched op by op (the conv model's taps are many ops)
+    params = jax.jit(jax.vmap(vae.init))(jax.random.split(jax.random.key(0), 3))  # population of 3
     x = jnp.ones((7, config.data_dim))
-    mu, lv = jax.vmap(vae.encode, in_axes=(0, None))(params, x)
+    mu, lv = jax.jit(jax.vmap(vae.encode, in_axes=(0, None)))(params, x)
     assert mu.shape == lv.shape == (3, 7, config.latent_dim)
-    out = jax.vmap(vae.decode)(params, mu)
+    out = jax.jit(jax.vmap(vae.decode))(params, mu)
     assert out.shape == (3, 7, config.data_dim)
     # extra leading sample axis is supported by decode
     z = jnp.zeros((4, 7, config.latent_dim))
-    assert vae.decode(jax.tree.map(lambda a: a[0], params), z).shape == (4, 7, config.data_dim)
+    assert jax.jit(vae.decode)(jax.tree.map(lambda a: a[0], params), z).shape == (4, 7, config.data_dim)
     # members differ (independent initialisations)
     # (the log_var head starts at zero by design; every other kernel is random)
     kernels = [a for path, a in jax.tree_util.tree_leaves_with_path(params)
