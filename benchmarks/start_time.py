@@ -10,6 +10,8 @@ directory of their own. Prints wall seconds, the ratios to (1), and each
 run's compile seconds and section breakdown (``--profile``). Output: benchmarks/results/start_time.{json,csv}.
 
     python benchmarks/start_time.py [--repeats 1] [-- extra hcjax train flags]
+
+With several repeats each case's wall time is the median over them (the mean of the middle two for an even count).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import load, machine_info, profiled_train, wait_for_quiet, write_outputs  # noqa: E402
+from _common import load, machine_info, median, profiled_train, wait_for_quiet, write_outputs  # noqa: E402
 
 JOINT = ", joint round"
 CASES = ("cache off", "cache cold", "cache warm") + tuple(c + JOINT for c in ("cache off", "cache cold", "cache warm"))
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
                   flush=True)
     for d in (cache_dir, cache_dir + "-joint"):
         shutil.rmtree(d, ignore_errors=True)
-    med = {c: sorted(x["wall_seconds"] for x in rows if x["case"] == c)[args.repeats // 2] for c in CASES}
+    med = {c: median([x["wall_seconds"] for x in rows if x["case"] == c]) for c in CASES}
     ratios = {c: med[c] / med["cache off"] for c in CASES}
     for c in CASES:
         print(f"{c:24s} median {med[c]:7.1f} s = {ratios[c]:.2f} x cache off ({100 * (1 - ratios[c]):+.0f}% faster)")

@@ -17,14 +17,18 @@ import warnings
 
 import jax
 
-__all__ = ["ENV_VAR", "MIN_COMPILE_SECONDS", "default_directory", "directory_from_environment", "enable",
-           "enable_from_environment"]
+__all__ = ["ENV_VAR", "MIN_COMPILE_SECONDS", "MIN_SECONDS_ENV_VAR", "default_directory", "directory_from_environment",
+           "enable", "enable_from_environment"]
 
 ENV_VAR = "HCJAX_COMPILATION_CACHE"
 OFF_VALUES = ("0", "off", "false", "no")
-# Programs that compile faster than this are not written to the cache (JAX's default is 1 s, which skips most
-# of a small run's programs; every entry costs a file write on the cold run and a read on the warm one).
-MIN_COMPILE_SECONDS = 0.1
+# Programs that compile faster than this are not written to the cache. JAX's default, 1 s, skips most of a small
+# run's programs; 0 keeps them all: measured side by side on the demo (benchmarks/cache_threshold.py), a warm
+# start then compiles 2.1 s instead of 8.2 s (0.1 s threshold), the cold start is not slower (the ~280 entries
+# are 2.2 MB) and no program near the threshold is cached in one run and compiled again in the next.
+MIN_COMPILE_SECONDS = 0.0
+# JAX's own variable for that threshold; where the user sets it, it wins over MIN_COMPILE_SECONDS
+MIN_SECONDS_ENV_VAR = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 
 
 def default_directory() -> str:
@@ -41,12 +45,22 @@ def directory_from_environment(disabled: bool = False) -> str | None:
     return os.path.expanduser(value) if value else default_directory()
 
 
-def enable(directory: str, min_compile_seconds: float = MIN_COMPILE_SECONDS) -> str | None:
+def enable(directory: str, min_compile_seconds: float | None = None) -> str | None:
     """Point JAX's persistent compilation cache at ``directory`` (created if missing); returns it.
 
+    ``min_compile_seconds``: programs that compile faster are not cached; None takes
+    ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` where set, else :data:`MIN_COMPILE_SECONDS`.
     Call before the first compilation. Returns None, with a warning, when the directory cannot be created or
     written (the run goes on without the cache).
     """
+    if min_compile_seconds is None:
+        value = os.environ.get(MIN_SECONDS_ENV_VAR, "").strip()
+        try:
+            min_compile_seconds = float(value) if value else MIN_COMPILE_SECONDS
+        except ValueError:
+            raise ValueError(f"{MIN_SECONDS_ENV_VAR}={value!r}: expected a number of seconds >= 0") from None
+    if not min_compile_seconds >= 0:
+        raise ValueError(f"min_compile_seconds={min_compile_seconds!r}: expected a number of seconds >= 0")
     try:
         os.makedirs(directory, exist_ok=True)
         if not os.access(directory, os.W_OK):
