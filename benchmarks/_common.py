@@ -130,6 +130,11 @@ def disable_persistent_cache() -> None:
     jax.config.update("jax_enable_compilation_cache", False)
 
 
+def compile_stats(profile: dict) -> dict:
+    """A run's compile seconds and count and its compilation-cache hits and misses, from its ``profile.json``."""
+    return {k: profile[k] for k in ("compile_seconds", "compile_count", "cache_hits", "cache_misses")}
+
+
 def profiled_train(args: list[str], env: dict | None = None, timeout: float = 3600) -> tuple[float, dict]:
     """Run ``hcjax train ARGS --out TMP --profile --no-figures --quiet`` in a fresh process.
 

@@ -22,7 +22,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import load, machine_info, median, profiled_train, wait_for_quiet, write_outputs  # noqa: E402
+from _common import (  # noqa: E402
+    compile_stats, load, machine_info, median, profiled_train, wait_for_quiet, write_outputs)
 
 
 REFERENCE = "reference: cache off, --no-joint-round"
@@ -38,10 +39,8 @@ def one_run(threshold: float | None, case: str, cache_dir: str, extra: list[str]
                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=str(threshold))
     wall, prof = profiled_train(extra, env=env, timeout=1800)
     files = [os.path.join(d, f) for d, _, fs in os.walk(cache_dir) for f in fs]
-    return {"threshold": threshold, "case": case, "wall_seconds": wall, "compile_seconds": prof["compile_seconds"],
-            "compile_count": prof["compile_count"], "cache_hits": prof["cache_hits"],
-            "cache_misses": prof["cache_misses"], "cache_files": len(files),
-            "cache_megabytes": sum(os.path.getsize(f) for f in files) / 2**20}
+    return {"threshold": threshold, "case": case, "wall_seconds": wall, **compile_stats(prof),
+            "cache_files": len(files), "cache_megabytes": sum(os.path.getsize(f) for f in files) / 2**20}
 
 
 def main(argv=None) -> int:

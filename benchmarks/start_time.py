@@ -23,7 +23,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import load, machine_info, median, profiled_train, wait_for_quiet, write_outputs  # noqa: E402
+from _common import (  # noqa: E402
+    compile_stats, load, machine_info, median, profiled_train, wait_for_quiet, write_outputs)
 
 JOINT = ", joint round"
 CASES = ("cache off", "cache cold", "cache warm") + tuple(c + JOINT for c in ("cache off", "cache cold", "cache warm"))
@@ -36,9 +37,7 @@ def one_run(case: str, cache_dir: str, extra: list[str]) -> dict:
     if case.startswith("cache cold"):
         shutil.rmtree(cache_dir, ignore_errors=True)
     wall, prof = profiled_train(extra + (["--joint-round"] if joint else ["--no-joint-round"]), env=env, timeout=1800)
-    return {"case": case, "wall_seconds": wall, "profile_wall_seconds": prof["wall_seconds"],
-            "compile_seconds": prof["compile_seconds"], "compile_count": prof["compile_count"],
-            "cache_hits": prof["cache_hits"], "cache_misses": prof["cache_misses"],
+    return {"case": case, "wall_seconds": wall, "profile_wall_seconds": prof["wall_seconds"], **compile_stats(prof),
             "sections": {k: v["seconds"] for k, v in prof["sections"].items()}}
 
 
